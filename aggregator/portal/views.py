@@ -1,0 +1,53 @@
+"""Customer portal: sign-in, organization switcher and the dashboard shell."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from aggregator.tenancy.context import SESSION_KEY
+from aggregator.tenancy.models import Membership
+
+
+class EmailAuthenticationForm(AuthenticationForm):
+    username = forms.EmailField(label=_("Email"), widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}))
+
+    def clean_username(self) -> str:
+        return self.cleaned_data["username"].strip().lower()
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "portal/login.html"
+    authentication_form = EmailAuthenticationForm
+    redirect_authenticated_user = True
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "portal/dashboard.html")
+
+
+@login_required
+@require_POST
+def organization_switch(request: HttpRequest) -> HttpResponse:
+    """Select which of the user's organizations the portal and the session API act for."""
+    slug = request.POST.get("organization", "")
+    membership = Membership.objects.filter(user=request.user, organization__slug=slug).select_related("organization").first()
+    if membership is None:
+        messages.error(request, _("You are not a member of that organization."))
+    else:
+        request.session[SESSION_KEY] = membership.organization_id
+        messages.success(request, _("Now working in %(name)s.") % {"name": membership.organization.name})
+    target = request.POST.get("next") or reverse("portal:dashboard")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        target = reverse("portal:dashboard")
+    return HttpResponseRedirect(target)

@@ -1,0 +1,21 @@
+"""Default periodic tasks. Created once (after migrate) in django-celery-beat's tables; operators
+then edit, disable or re-time them in the admin, and their changes are kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# name -> (task, every N seconds)
+DEFAULT_SCHEDULE: dict[str, tuple[str, int]] = {
+    "Worker heartbeat": ("aggregator.system.heartbeat_periodic", 5 * 60),
+}
+
+
+def ensure_default_schedule(**_: Any) -> None:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    for name, (task, seconds) in DEFAULT_SCHEDULE.items():
+        if PeriodicTask.objects.filter(name=name).exists():
+            continue
+        interval, _created = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
+        PeriodicTask.objects.create(name=name, task=task, interval=interval)

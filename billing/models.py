@@ -1,0 +1,1 @@
+"""Ledger, invoicing and payments (see the ledger, invoicing and payments issues)."""

@@ -1,0 +1,1 @@
+"""Linked vendor accounts, connectors and cost ingestion (see the connectors issue)."""

@@ -1,0 +1,19 @@
+"""Test settings: the product's settings with local defaults, a file-backed SQLite test database
+(so a worker process can open it) and a fast password hasher."""
+
+import os
+
+os.environ.setdefault("DEBUG", "1")
+
+from aggregator.settings import *  # noqa: E402, F403
+from aggregator.settings import DATABASES, VAR_DIR  # noqa: E402
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
