@@ -46,7 +46,9 @@ class AmountError(ValueError):
 def currency_code(code: str) -> str:
     """Return the upper-case ISO 4217 code, or raise ``CurrencyError`` saying what is wrong."""
     if not isinstance(code, str) or len(code.strip()) != 3 or not code.strip().isalpha():
-        raise CurrencyError(f"{code!r} is not a currency code: use a three-letter ISO 4217 code such as USD, EUR or JPY.")
+        raise CurrencyError(
+            f"{code!r} is not a currency code: use a three-letter ISO 4217 code such as USD, EUR or JPY."
+        )
     normalized = code.strip().upper()
     try:
         currency = moneyed.get_currency(normalized)
@@ -66,11 +68,11 @@ def minor_units(code: str) -> int:
 def to_decimal(value: Decimal | int | str) -> Decimal:
     """Parse an amount. Floats are refused: they cannot represent most decimal amounts."""
     if isinstance(value, bool) or isinstance(value, float):
-        raise AmountError(f"{value!r} is a float: pass amounts as strings or Decimal, e.g. \"12.30\".")
+        raise AmountError(f'{value!r} is a float: pass amounts as strings or Decimal, e.g. "12.30".')
     try:
         result = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except decimal.InvalidOperation:
-        raise AmountError(f"{value!r} is not a number: write amounts like \"12.30\".") from None
+        raise AmountError(f'{value!r} is not a number: write amounts like "12.30".') from None
     if not result.is_finite():
         raise AmountError(f"{value!r} is not a finite amount.")
     return result

@@ -5,8 +5,8 @@ import os
 
 os.environ.setdefault("DEBUG", "1")
 
-from aggregator.settings import *  # noqa: E402, F403
-from aggregator.settings import DATABASES, VAR_DIR  # noqa: E402
+from aggregator.settings import *  # noqa: F403
+from aggregator.settings import DATABASES, VAR_DIR
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}

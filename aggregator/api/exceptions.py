@@ -1,6 +1,6 @@
 """One JSON shape for every API error:
 
-    {"error": {"code": "validation_error", "message": "human-readable", "fields": {...}}}
+{"error": {"code": "validation_error", "message": "human-readable", "fields": {...}}}
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 class ApplicationError(Exception):
     """A domain rule refused the request; ``message`` tells the caller what to do."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     code = "invalid_request"
 
     def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None) -> None:

@@ -18,10 +18,8 @@ class IsOrganizationMember(permissions.BasePermission):
         if not signed_in:
             raise exceptions.NotAuthenticated()
         if organization_for_request(request) is None:
-            raise exceptions.PermissionDenied(
-                "You are not a member of any organization: ask an owner to invite you."
-            )
-        role = role_for_request(request)
+            raise exceptions.PermissionDenied("You are not a member of any organization: ask an owner to invite you.")
+        role = role_for_request(request) or Role.VIEWER
         if request.method in permissions.SAFE_METHODS:
             return True
         needed = getattr(view, "write_role", Role.BILLING_ADMIN)

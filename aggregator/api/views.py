@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aggregator.api.exceptions import ApplicationError
-from aggregator.tenancy.context import organization_for_request
+from aggregator.tenancy.context import actor_for_request, organization_for_request
 from aggregator.tenancy.models import Membership, Organization, Role
 from aggregator.tenancy.scoping import OrganizationScopedMixin
 from aggregator.tenancy.services import TenancyError, audit_record, membership_remove, membership_update_role
@@ -21,8 +21,18 @@ class OrganizationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Organization
         fields = [
-            "slug", "name", "legal_name", "address", "country", "tax_id", "currency", "locale",
-            "billing_mode", "payment_terms_days", "billing_email", "created_at",
+            "slug",
+            "name",
+            "legal_name",
+            "address",
+            "country",
+            "tax_id",
+            "currency",
+            "locale",
+            "billing_mode",
+            "payment_terms_days",
+            "billing_email",
+            "created_at",
         ]
         # Slug, currency and billing mode change how money is recorded: operators change them.
         read_only_fields = ["slug", "currency", "billing_mode", "payment_terms_days", "created_at"]
@@ -43,10 +53,12 @@ class OrganizationCurrentApi(APIView):
         before = {k: v for k, v in OrganizationSerializer(organization).data.items() if k in serializer.validated_data}
         serializer.save()
         audit_record(
-            action="organization.update", organization=organization, obj=organization,
-            actor=request.user if request.user.is_authenticated else None,
-            actor_api_key=request.auth if not request.user.is_authenticated else None,
-            before=before, after={k: str(v) for k, v in serializer.validated_data.items()},
+            action="organization.update",
+            organization=organization,
+            obj=organization,
+            **actor_for_request(request),
+            before=before,
+            after={k: str(v) for k, v in serializer.validated_data.items()},
         )
         return Response(serializer.data)
 
@@ -78,14 +90,15 @@ class MemberViewSet(
     def perform_update(self, serializer: Any) -> None:
         try:
             serializer.instance = membership_update_role(
-                membership=serializer.instance, role=serializer.validated_data.get("role", serializer.instance.role),
-                actor=self.request.user if self.request.user.is_authenticated else None,
+                membership=serializer.instance,
+                role=serializer.validated_data.get("role", serializer.instance.role),
+                **actor_for_request(self.request),
             )
         except TenancyError as exc:
             raise ApplicationError(str(exc), code="last_owner") from None
 
     def perform_destroy(self, instance: Membership) -> None:
         try:
-            membership_remove(membership=instance, actor=self.request.user if self.request.user.is_authenticated else None)
+            membership_remove(membership=instance, **actor_for_request(self.request))
         except TenancyError as exc:
             raise ApplicationError(str(exc), code="last_owner") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
@@ -15,11 +17,13 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from aggregator.tenancy.context import SESSION_KEY
-from aggregator.tenancy.models import Membership
+from aggregator.tenancy.models import Membership, User
 
 
 class EmailAuthenticationForm(AuthenticationForm):
-    username = forms.EmailField(label=_("Email"), widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}))
+    username = forms.EmailField(
+        label=_("Email"), widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"})
+    )
 
     def clean_username(self) -> str:
         return self.cleaned_data["username"].strip().lower()
@@ -41,13 +45,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def organization_switch(request: HttpRequest) -> HttpResponse:
     """Select which of the user's organizations the portal and the session API act for."""
     slug = request.POST.get("organization", "")
-    membership = Membership.objects.filter(user=request.user, organization__slug=slug).select_related("organization").first()
+    membership = (
+        Membership.objects.filter(user=cast(User, request.user), organization__slug=slug)
+        .select_related("organization")
+        .first()
+    )
     if membership is None:
         messages.error(request, _("You are not a member of that organization."))
     else:
         request.session[SESSION_KEY] = membership.organization_id
         messages.success(request, _("Now working in %(name)s.") % {"name": membership.organization.name})
     target = request.POST.get("next") or reverse("portal:dashboard")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = reverse("portal:dashboard")
     return HttpResponseRedirect(target)

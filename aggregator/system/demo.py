@@ -32,8 +32,13 @@ class DemoLogins:
 def demo_load() -> DemoLogins:
     issuer, _ = Issuer.objects.get_or_create(
         name="Demo Operator Ltd",
-        defaults={"legal_name": "Demo Operator Ltd", "country": "US", "address": "1 Market Street\nSan Francisco, CA",
-                  "email": "billing@example.com", "is_default": True},
+        defaults={
+            "legal_name": "Demo Operator Ltd",
+            "country": "US",
+            "address": "1 Market Street\nSan Francisco, CA",
+            "email": "billing@example.com",
+            "is_default": True,
+        },
     )
     operator = User.objects.filter(email=OPERATOR_EMAIL).first() or User.objects.create_superuser(OPERATOR_EMAIL)
     operator.is_staff = operator.is_superuser = True
@@ -42,8 +47,15 @@ def demo_load() -> DemoLogins:
 
     organization, _ = Organization.objects.get_or_create(
         slug="demo",
-        defaults={"name": "Demo Customer Inc.", "legal_name": "Demo Customer Inc.", "currency": "USD", "country": "US",
-                  "address": "500 Howard Street\nSan Francisco, CA", "issuer": issuer, "billing_email": CUSTOMER_EMAIL},
+        defaults={
+            "name": "Demo Customer Inc.",
+            "legal_name": "Demo Customer Inc.",
+            "currency": "USD",
+            "country": "US",
+            "address": "500 Howard Street\nSan Francisco, CA",
+            "issuer": issuer,
+            "billing_email": CUSTOMER_EMAIL,
+        },
     )
     customer = User.objects.filter(email=CUSTOMER_EMAIL).first() or User.objects.create_user(CUSTOMER_EMAIL)
     customer.full_name = customer.full_name or "Dana Demo"

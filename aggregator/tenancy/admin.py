@@ -12,6 +12,12 @@ from aggregator.tenancy.models import ApiKey, AuditEvent, Issuer, Membership, Or
 from aggregator.tenancy.services import api_key_create, api_key_revoke
 
 
+def _operator(request: HttpRequest) -> User:
+    """The signed-in staff user of an admin request (the admin refuses anonymous requests)."""
+    assert isinstance(request.user, User)
+    return request.user
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     ordering = ["email"]
@@ -72,7 +78,9 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
         if change:
             super().save_model(request, obj, form, change)
             return
-        key, raw_key = api_key_create(organization=obj.organization, name=obj.name, role=obj.role, created_by=request.user)  # type: ignore[arg-type]
+        key, raw_key = api_key_create(
+            organization=obj.organization, name=obj.name, role=obj.role, created_by=_operator(request)
+        )
         obj.pk = key.pk
         obj.prefix = key.prefix
         obj.hashed_key = key.hashed_key
@@ -82,7 +90,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
-            api_key_revoke(key=key, actor=request.user)  # type: ignore[arg-type]
+            api_key_revoke(key=key, actor=_operator(request))
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
 
 

@@ -44,6 +44,16 @@ def organization_for_request(request: Any) -> Organization | None:
     return membership.organization if membership else None
 
 
+def actor_for_request(request: Any) -> dict[str, Any]:
+    """Audit fields for whoever makes the request: a signed-in user or an API key."""
+    auth = getattr(request, "auth", None)
+    user = getattr(request, "user", None)
+    return {
+        "actor": user if user is not None and user.is_authenticated else None,
+        "actor_api_key": auth if isinstance(auth, ApiKey) else None,
+    }
+
+
 def role_for_request(request: Any) -> str | None:
     auth = getattr(request, "auth", None)
     if isinstance(auth, ApiKey):

@@ -12,7 +12,9 @@ def organization(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     others = []
     if user is not None and user.is_authenticated:
-        others = [m.organization for m in user.memberships.select_related("organization").order_by("organization__name")]
+        others = [
+            m.organization for m in user.memberships.select_related("organization").order_by("organization__name")
+        ]
     return {
         "current_membership": membership,
         "current_organization": membership.organization if membership else None,

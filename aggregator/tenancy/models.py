@@ -75,7 +75,9 @@ class Issuer(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True), name="one_default_issuer")
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="one_default_issuer"
+            )
         ]
 
     def __str__(self) -> str:

@@ -38,7 +38,11 @@ class TenantModel(models.Model):
 
 def scoped(model_or_queryset: type[M] | models.QuerySet[M], organization: Organization | None) -> models.QuerySet[M]:
     """The rows of ``model_or_queryset`` that belong to ``organization`` (none when it is None)."""
-    queryset = model_or_queryset if isinstance(model_or_queryset, models.QuerySet) else model_or_queryset._default_manager.all()
+    queryset = (
+        model_or_queryset
+        if isinstance(model_or_queryset, models.QuerySet)
+        else model_or_queryset._default_manager.all()
+    )
     if organization is None:
         return queryset.none()
     path: str = getattr(queryset.model, "tenant_path", None) or _missing_path(queryset.model)

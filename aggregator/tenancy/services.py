@@ -65,8 +65,13 @@ def organization_create(
     if owner_email:
         user = user_get_or_create(email=owner_email)
         Membership.objects.create(organization=organization, user=user, role=Role.OWNER)
-    audit_record(action="organization.create", organization=organization, actor=actor, obj=organization,
-                 after={"slug": slug, "name": name, "currency": code, "owner": owner_email})
+    audit_record(
+        action="organization.create",
+        organization=organization,
+        actor=actor,
+        obj=organization,
+        after={"slug": slug, "name": name, "currency": code, "owner": owner_email},
+    )
     return organization
 
 
@@ -103,16 +108,25 @@ def api_key_create(
         try:
             with transaction.atomic():
                 key = ApiKey.objects.create(
-                    organization=organization, name=name.strip(), prefix=prefix, hashed_key=_hash_key(raw_key),
-                    role=role, created_by=created_by,
+                    organization=organization,
+                    name=name.strip(),
+                    prefix=prefix,
+                    hashed_key=_hash_key(raw_key),
+                    role=role,
+                    created_by=created_by,
                 )
             break
         except IntegrityError:  # prefix collision: draw again
             continue
     else:  # pragma: no cover - 48 random bits colliding five times
         raise TenancyError("Could not allocate a unique API key prefix; try again.")
-    audit_record(action="api_key.create", organization=organization, actor=created_by, obj=key,
-                 after={"name": key.name, "role": role, "prefix": prefix})
+    audit_record(
+        action="api_key.create",
+        organization=organization,
+        actor=created_by,
+        obj=key,
+        after={"name": key.name, "role": role, "prefix": prefix},
+    )
     return key, raw_key
 
 
@@ -131,17 +145,25 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
 
 
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey, actor: User | None = None) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, actor: User | None = None, actor_api_key: ApiKey | None = None) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
-        audit_record(action="api_key.revoke", organization=key.organization, actor=actor, obj=key,
-                     after={"revoked_at": key.revoked_at.isoformat()})
+        audit_record(
+            action="api_key.revoke",
+            organization=key.organization,
+            actor=actor,
+            actor_api_key=actor_api_key,
+            obj=key,
+            after={"revoked_at": key.revoked_at.isoformat()},
+        )
     return key
 
 
 @transaction.atomic
-def membership_update_role(*, membership: Membership, role: str, actor: User | None = None) -> Membership:
+def membership_update_role(
+    *, membership: Membership, role: str, actor: User | None = None, actor_api_key: ApiKey | None = None
+) -> Membership:
     if role not in Role.values:
         raise TenancyError(f"{role!r} is not a role: use one of {', '.join(Role.values)}.")
     locked = Membership.objects.select_for_update().get(pk=membership.pk)
@@ -150,18 +172,33 @@ def membership_update_role(*, membership: Membership, role: str, actor: User | N
     before = {"role": locked.role}
     locked.role = role
     locked.save(update_fields=["role"])
-    audit_record(action="membership.update_role", organization=locked.organization, actor=actor, obj=locked,
-                 before=before, after={"role": role})
+    audit_record(
+        action="membership.update_role",
+        organization=locked.organization,
+        actor=actor,
+        actor_api_key=actor_api_key,
+        obj=locked,
+        before=before,
+        after={"role": role},
+    )
     return locked
 
 
 @transaction.atomic
-def membership_remove(*, membership: Membership, actor: User | None = None) -> None:
+def membership_remove(
+    *, membership: Membership, actor: User | None = None, actor_api_key: ApiKey | None = None
+) -> None:
     locked = Membership.objects.select_for_update().get(pk=membership.pk)
     if locked.role == Role.OWNER:
         _refuse_last_owner(locked)
-    audit_record(action="membership.remove", organization=locked.organization, actor=actor, obj=locked,
-                 before={"user": locked.user.email, "role": locked.role})
+    audit_record(
+        action="membership.remove",
+        organization=locked.organization,
+        actor=actor,
+        actor_api_key=actor_api_key,
+        obj=locked,
+        before={"user": locked.user.email, "role": locked.role},
+    )
     locked.delete()
 
 

@@ -19,10 +19,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         organization = Organization.objects.filter(slug=options["org"]).first()
         if organization is None:
-            raise CommandError(f"No organization with slug {options['org']!r}: list them in the admin or create one first.")
+            raise CommandError(
+                f"No organization with slug {options['org']!r}: list them in the admin or create one first."
+            )
         try:
             key, raw_key = api_key_create(organization=organization, name=options["name"], role=options["role"])
         except TenancyError as exc:
             raise CommandError(str(exc)) from None
-        self.stderr.write(f"API key {key.name!r} for {organization.slug} ({key.role}). Copy it now; it is not shown again:")
+        self.stderr.write(
+            f"API key {key.name!r} for {organization.slug} ({key.role}). Copy it now; it is not shown again:"
+        )
         self.stdout.write(raw_key)
