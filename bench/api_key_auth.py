@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aggregator.settings")
 os.environ.setdefault("DEBUG", "1")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -26,4 +26,6 @@ encoded = hasher.encode(raw, hasher.salt())
 
 ours = best_of(lambda: secrets.compare_digest(stored, hashlib.sha256(raw.encode()).hexdigest()), number=20000)
 baseline = best_of(lambda: hasher.verify(raw, encoded), number=5)
-print(f"sha256 key check: {ours * 1e6:.2f} µs; PBKDF2 baseline: {baseline * 1e3:.1f} ms; speed-up ×{baseline / ours:,.0f}")
+print(
+    f"sha256 key check: {ours * 1e6:.2f} µs; PBKDF2 baseline: {baseline * 1e3:.1f} ms; speed-up x{baseline / ours:,.0f}"
+)

@@ -65,7 +65,10 @@ class VendorHttpClient:
         self.sleep = sleep
         self.classify = classify
         self._client = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=dict(headers), timeout=timeout, transport=transport,
+            base_url=base_url.rstrip("/"),
+            headers=dict(headers),
+            timeout=timeout,
+            transport=transport,
             follow_redirects=False,
         )
 
@@ -100,20 +103,24 @@ class VendorHttpClient:
             if response.status_code in (401, 403):
                 raise CredentialsRejected(
                     f"{self.vendor} rejected the credentials ({response.status_code}) at {endpoint}: {self.auth_hint}",
-                    vendor=self.vendor, endpoint=endpoint,
+                    vendor=self.vendor,
+                    endpoint=endpoint,
                 )
             if response.status_code >= 400:
                 raise MalformedPayload(
                     f"{self.vendor} refused the request to {endpoint} (HTTP {response.status_code}): "
                     f"{_short_error(response)}",
-                    vendor=self.vendor, endpoint=endpoint,
+                    vendor=self.vendor,
+                    endpoint=endpoint,
                 )
             if response.status_code == 204 or not response.content:
                 return None
             return self._decode(response, endpoint)
         raise TransientVendorError(
-            f"{self.vendor} {endpoint} {last_error} after {self.max_attempts} attempts; the sync will be retried later.",
-            vendor=self.vendor, endpoint=endpoint,
+            f"{self.vendor} {endpoint} {last_error} after {self.max_attempts} attempts; "
+            "the sync will be retried later.",
+            vendor=self.vendor,
+            endpoint=endpoint,
         )
 
     def get_json(self, path: str, *, params: Any = None, endpoint: str | None = None) -> Any:
@@ -134,14 +141,16 @@ class VendorHttpClient:
             raise MalformedPayload(
                 f"{self.vendor} {endpoint} returned {kind or 'a non-JSON body'} instead of JSON; "
                 "check the API base address (a proxy or login page may be answering).",
-                vendor=self.vendor, endpoint=endpoint,
+                vendor=self.vendor,
+                endpoint=endpoint,
             )
         try:
             return json.loads(response.content, parse_float=str)
         except ValueError as exc:
             raise MalformedPayload(
                 f"{self.vendor} {endpoint} returned invalid or truncated JSON ({exc.msg} at position {exc.pos}).",  # type: ignore[attr-defined]
-                vendor=self.vendor, endpoint=endpoint,
+                vendor=self.vendor,
+                endpoint=endpoint,
             ) from None
 
 

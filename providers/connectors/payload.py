@@ -27,7 +27,8 @@ class Payload:
     def _fail(self, path: builtins.str, problem: builtins.str) -> MalformedPayload:
         return MalformedPayload(
             f"{self.vendor} {self.endpoint} returned an unexpected payload: field '{path or '(body)'}' {problem}.",
-            vendor=self.vendor, endpoint=self.endpoint,
+            vendor=self.vendor,
+            endpoint=self.endpoint,
         )
 
     def _child_path(self, key: builtins.str | builtins.int) -> builtins.str:
@@ -58,7 +59,10 @@ class Payload:
         if not isinstance(value, list):
             raise self._fail(self._child_path(key), f"should be a list, got {_kind(value)}")
         base = self._child_path(key)
-        return [Payload(vendor=self.vendor, endpoint=self.endpoint, data=item, path=f"{base}[{i}]") for i, item in enumerate(value)]
+        return [
+            Payload(vendor=self.vendor, endpoint=self.endpoint, data=item, path=f"{base}[{i}]")
+            for i, item in enumerate(value)
+        ]
 
     def str(self, key: builtins.str, *, optional: builtins.bool = False) -> builtins.str | None:
         value = self.get(key, None if optional else _MISSING)
@@ -123,6 +127,11 @@ class Payload:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

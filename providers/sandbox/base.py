@@ -66,13 +66,19 @@ class Fault:
 
     def response(self) -> SandboxResponse:
         if self.kind == "rate_limit":
-            return SandboxResponse(429, {"error": {"message": "Rate limit exceeded", "type": "rate_limit"}},
-                                   headers={"Retry-After": str(self.retry_after)})
+            return SandboxResponse(
+                429,
+                {"error": {"message": "Rate limit exceeded", "type": "rate_limit"}},
+                headers={"Retry-After": str(self.retry_after)},
+            )
         if self.kind == "server_error":
             return SandboxResponse(self.status, {"error": {"message": "Internal error", "type": "server_error"}})
         if self.kind == "html":
-            return SandboxResponse(200, "<!doctype html><html><body><h1>Sign in</h1></body></html>",
-                                   content_type="text/html; charset=utf-8")
+            return SandboxResponse(
+                200,
+                "<!doctype html><html><body><h1>Sign in</h1></body></html>",
+                content_type="text/html; charset=utf-8",
+            )
         if self.kind == "truncated":
             return SandboxResponse(200, '{"object": "page", "data": [{"object": "bucket", "start_ti')
         raise ValueError(f"Unknown fault {self.kind!r}")
@@ -92,7 +98,9 @@ class SandboxVendor:
         self._lock = threading.Lock()
 
     # --- knobs for tests --------------------------------------------------------------------
-    def inject(self, kind: str, *, path_contains: str = "", retry_after: int = 1, status: int = 503, times: int = 1) -> None:
+    def inject(
+        self, kind: str, *, path_contains: str = "", retry_after: int = 1, status: int = 503, times: int = 1
+    ) -> None:
         if kind not in FAULTS:
             raise ValueError(f"Unknown fault {kind!r}; use one of {FAULTS}.")
         for _ in range(times):
@@ -106,7 +114,16 @@ class SandboxVendor:
         """A deterministic amount in [low, high) for the given parts (day, model, …) and revision."""
         day = next((p for p in parts if isinstance(p, date)), None)
         revision = self.revisions.get(day, 0) if day else 0
-        digest = hashlib.sha256("|".join([self.seed, self.vendor, str(revision), *(p if isinstance(p, str) else repr(p) if isinstance(p, bytes) else str(p) for p in parts)]).encode()).digest()
+        digest = hashlib.sha256(
+            "|".join(
+                [
+                    self.seed,
+                    self.vendor,
+                    str(revision),
+                    *(p if isinstance(p, str) else repr(p) if isinstance(p, bytes) else str(p) for p in parts),
+                ]
+            ).encode()
+        ).digest()
         fraction = Decimal(int.from_bytes(digest[:8], "big")) / Decimal(2**64)
         span = Decimal(high) - Decimal(low)
         return (Decimal(low) + span * fraction).quantize(Decimal(1).scaleb(-places))
@@ -139,8 +156,11 @@ def _make_handler(vendor: SandboxVendor, timeout_sleep: float) -> type[BaseHTTPR
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             request = SandboxRequest(
-                method=self.command, path=parts.path, query=parse_qs(parts.query, keep_blank_values=True),
-                headers={k.lower(): v for k, v in self.headers.items()}, body=body,
+                method=self.command,
+                path=parts.path,
+                query=parse_qs(parts.query, keep_blank_values=True),
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
             )
             response = vendor.dispatch(request)
             if response.status == 599:
@@ -168,7 +188,9 @@ def _make_handler(vendor: SandboxVendor, timeout_sleep: float) -> type[BaseHTTPR
 class SandboxServer:
     """Serve one sandbox vendor on 127.0.0.1 in a background thread."""
 
-    def __init__(self, vendor: SandboxVendor, *, host: str = "127.0.0.1", port: int = 0, timeout_sleep: float = 2.0) -> None:
+    def __init__(
+        self, vendor: SandboxVendor, *, host: str = "127.0.0.1", port: int = 0, timeout_sleep: float = 2.0
+    ) -> None:
         self.vendor = vendor
         self.httpd = ThreadingHTTPServer((host, port), _make_handler(vendor, timeout_sleep))
         self.httpd.daemon_threads = True
