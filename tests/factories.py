@@ -74,3 +74,64 @@ def create_for_organization(model: type[models.Model], organization: Organizatio
             f"No factory for tenant model {model.__name__}: add one to tests/factories.py TENANT_FACTORIES."
         ) from None
     return factory_cls(organization=organization)  # type: ignore[no-any-return]
+
+
+# --- Vendor accounts and cost data ---------------------------------------------------------------
+
+from datetime import UTC, datetime  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
+from providers import credentials as vault  # noqa: E402
+from providers.models import BalanceObservation, CostRecord, SyncRun, UsageRecord, VendorAccount  # noqa: E402
+
+
+class VendorAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = VendorAccount
+
+    organization = factory.SubFactory(OrganizationFactory)
+    vendor = "openai"
+    label = factory.Sequence(lambda n: f"Account {n}")
+    credentials_encrypted = factory.LazyFunction(lambda: vault.encrypt({"admin_key": "sk-admin-FAKE-test-000000"}))
+    credentials_masked = factory.LazyFunction(lambda: {"admin_key": "sk-admin-…000"})
+
+
+class SyncRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SyncRun
+
+    vendor_account = factory.SubFactory(VendorAccountFactory)
+    organization = factory.LazyAttribute(lambda o: o.vendor_account.organization)
+
+
+class CostRecordFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CostRecord
+
+    vendor_account = factory.SubFactory(VendorAccountFactory)
+    organization = factory.LazyAttribute(lambda o: o.vendor_account.organization)
+    vendor = factory.LazyAttribute(lambda o: o.vendor_account.vendor)
+    source_key = factory.Sequence(lambda n: f"cost:{n}")
+    charge_period_start = datetime(2026, 11, 1, tzinfo=UTC)
+    charge_period_end = datetime(2026, 11, 2, tzinfo=UTC)
+    service_name = "gpt-4o"
+    billed_cost = Decimal("1.25")
+    billing_currency = "USD"
+    updated_at = factory.LazyFunction(lambda: datetime.now(UTC))
+
+
+def _with_account(factory_cls: Any) -> Any:
+    def build(organization: Organization) -> Any:
+        return factory_cls(vendor_account=VendorAccountFactory(organization=organization))
+
+    return build
+
+
+TENANT_FACTORIES.update(
+    {
+        VendorAccount: VendorAccountFactory,
+        SyncRun: _with_account(SyncRunFactory),
+        CostRecord: _with_account(CostRecordFactory),
+    }
+)
+_ = (BalanceObservation, UsageRecord)

@@ -50,7 +50,8 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
         "PYTHONPATH": str(ROOT),
         "VAR_DIR": str(tmp_path / "var"),
     }
-    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
+    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options, celery_app.conf.task_always_eager)
+    celery_app.conf.task_always_eager = False  # this test needs the real broker
     if request.param == "embedded":
         folder = tmp_path / "broker"
         options = {
@@ -72,7 +73,7 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
         env["CELERY_BROKER_URL"] = CONFIGURED_BROKER
     _reset_producer_pool()
     yield env
-    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
+    celery_app.conf.broker_url, celery_app.conf.broker_transport_options, celery_app.conf.task_always_eager = saved
     _reset_producer_pool()
 
 

@@ -2,12 +2,26 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from aggregator.api.views import MemberViewSet, OrganizationCurrentApi
+from providers.api import (
+    CostImportApi,
+    CostRecordViewSet,
+    CostsDailyApi,
+    FocusExportApi,
+    SyncRunViewSet,
+    VendorAccountViewSet,
+)
 
 router = DefaultRouter()
 router.register("members", MemberViewSet, basename="member")
+router.register("vendor-accounts", VendorAccountViewSet, basename="vendor-account")
+router.register("sync-runs", SyncRunViewSet, basename="sync-run")
+router.register("cost-records", CostRecordViewSet, basename="cost-record")
+router.register("costs/daily", CostsDailyApi, basename="costs-daily")
 
 app_name = "api"
 urlpatterns = [
     path("organizations/current/", OrganizationCurrentApi.as_view(), name="organization-current"),
+    path("exports/focus.csv", FocusExportApi.as_view(), name="export-focus"),
+    path("imports/costs/", CostImportApi.as_view(), name="import-costs"),
     path("", include(router.urls)),
 ]

@@ -8,6 +8,7 @@ from typing import Any
 # name -> (task, every N seconds)
 DEFAULT_SCHEDULE: dict[str, tuple[str, int]] = {
     "Worker heartbeat": ("aggregator.system.heartbeat_periodic", 5 * 60),
+    "Sync vendor accounts that are due": ("providers.tasks.sync_due_accounts", 5 * 60),
 }
 
 

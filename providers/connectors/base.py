@@ -146,6 +146,10 @@ class Connector(Protocol):
     # Which of "costs", "usage", "balance" the vendor offers.
     capabilities: ClassVar[frozenset[str]]
 
+    def __init__(
+        self, account: AccountRef, *, transport: httpx.BaseTransport | None = None, **options: Any
+    ) -> None: ...
+
     def check_credentials(self) -> CheckResult: ...
 
     def fetch_costs(self, window: Window) -> list[CostRow]: ...
@@ -156,16 +160,16 @@ class Connector(Protocol):
 
 
 ConnectorFactory = Callable[..., Connector]
-_REGISTRY: dict[str, type] = {}
+_REGISTRY: dict[str, type[Connector]] = {}
 
 
-def register(cls: type) -> type:
+def register(cls: Any) -> Any:
     """Class decorator: make a connector available under its ``slug``."""
-    _REGISTRY[cls.slug] = cls  # type: ignore[attr-defined]
+    _REGISTRY[cls.slug] = cls
     return cls
 
 
-def connector_classes() -> dict[str, type]:
+def connector_classes() -> dict[str, type[Connector]]:
     from providers import connectors  # noqa: F401  (imports every vendor module)
 
     return dict(_REGISTRY)
@@ -181,4 +185,4 @@ def connector_for(account: AccountRef, *, transport: httpx.BaseTransport | None 
         raise ConnectorError(
             f"No connector for vendor {account.vendor!r}: use one of {', '.join(sorted(classes))}."
         ) from None
-    return cls(account, transport=transport, **options)  # type: ignore[no-any-return,unused-ignore]
+    return cls(account, transport=transport, **options)
