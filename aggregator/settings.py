@@ -185,6 +185,9 @@ if not CREDENTIALS_KEYS:
         )
     CREDENTIALS_KEYS = ["ZGV2LW9ubHktY3JlZGVudGlhbHMta2V5LTAwMDAwMDA="]  # development only
 
+# Sandbox vendor servers of the offline demo listen on SANDBOX_PORT_BASE and the next four ports.
+SANDBOX_PORT_BASE = env.int("SANDBOX_PORT_BASE", default=8601)
+
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -258,6 +261,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # One line per request would drown the sync's own summary line.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
         "celery": {"level": LOG_LEVEL},
     },
 }

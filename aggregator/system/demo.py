@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from datetime import timedelta
+
 from django.db import transaction
+from django.utils import timezone
 
 from aggregator.tenancy.models import Issuer, Membership, Organization, Role, User
+from providers.models import SyncRun, VendorAccount
+from providers.sandbox.demo import DEMO_SANDBOXES
+from providers.services import sync_run_request, vendor_account_create
 
 OPERATOR_EMAIL = "operator@example.com"
 CUSTOMER_EMAIL = "customer@example.com"
@@ -62,4 +68,33 @@ def demo_load() -> DemoLogins:
     customer.set_password(CUSTOMER_PASSWORD)
     customer.save()
     Membership.objects.get_or_create(organization=organization, user=customer, defaults={"role": Role.OWNER})
+    demo_vendor_accounts(organization=organization)
     return DemoLogins(OPERATOR_EMAIL, OPERATOR_PASSWORD, CUSTOMER_EMAIL, CUSTOMER_PASSWORD, organization.slug)
+
+
+def demo_vendor_accounts(*, organization: Organization) -> list[VendorAccount]:
+    """One account per vendor, linked to the local sandbox servers (`manage.py run_sandboxes`)."""
+    accounts = []
+    for sandbox in DEMO_SANDBOXES:
+        account = VendorAccount.objects.filter(organization=organization, label=sandbox.label).first()
+        if account is None:
+            account = vendor_account_create(
+                organization=organization,
+                vendor=sandbox.vendor,
+                label=sandbox.label,
+                credentials=sandbox.credentials(),
+                api_base=sandbox.url + sandbox.api_path,
+            )
+        accounts.append(account)
+    return accounts
+
+
+def demo_sync_queue() -> list[SyncRun]:
+    """Queue a sync of every demo account with a month of history (the sandboxes serve any window)."""
+    organization = Organization.objects.get(slug="demo")
+    start = timezone.now() - timedelta(days=30)
+    with transaction.atomic():
+        return [
+            sync_run_request(account=account, trigger=SyncRun.Trigger.COMMAND, start=start)
+            for account in VendorAccount.objects.filter(organization=organization).exclude(vendor="file_import")
+        ]

@@ -263,3 +263,98 @@ def test_cost_records_filter_and_daily_rollup_sum_exactly(owner_client: APIClien
                       "billed_cost": f"{sum((r.billed_cost for r in records), Decimal(0)):.10f}"}]  # fmt: skip
     bad = owner_client.get("/api/v1/cost-records/?start=2026-11-12&end=2026-11-01")
     assert bad.status_code == 400 and "end must be on or after start" in bad.json()["error"]["message"]
+
+
+class _BrokenCostsSandbox(OpenAISandbox):
+    """Answers the costs endpoint with a page whose first result lacks a field or has a mistyped one."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__()
+        self.body = body
+
+    def route(self, request: Any) -> Any:
+        from providers.sandbox.base import SandboxResponse
+
+        if request.path.endswith("/organization/costs"):
+            return SandboxResponse(200, self.body)
+        return super().route(request)
+
+
+def _page(result: dict[str, Any]) -> dict[str, Any]:
+    return {"object": "page", "has_more": False, "next_page": None,
+            "data": [{"object": "bucket", "start_time": 1793577600, "end_time": 1793664000, "results": [result]}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("result", "field"),
+    [
+        ({"object": "organization.costs.result", "line_item": "gpt-4o, input"}, "amount"),
+        ({"object": "organization.costs.result", "amount": {"value": "lots", "currency": "usd"}}, "amount.value"),
+        ({"object": "organization.costs.result", "amount": {"value": [1], "currency": "usd"}}, "amount.value"),
+    ],
+)
+def test_missing_or_mistyped_fields_fail_the_run_naming_the_field(
+    organization: Organization, result: dict[str, Any], field: str
+) -> None:
+    with serve(_BrokenCostsSandbox(_page(result))) as server:
+        account = vendor_account_create(organization=organization, vendor="openai", label="broken",
+                                        credentials={"admin_key": ADMIN_KEY}, api_base=server.url + "/v1")  # fmt: skip
+        run = _sync(account)
+    assert (run.status, run.error_kind) == (SyncRun.Status.FAILED, "malformed_payload")
+    assert field in run.error and "/organization/costs" in run.error
+    assert CostRecord.objects.count() == 0 and UsageRecord.objects.count() == 0
+
+
+def test_running_a_finished_sync_again_changes_nothing(account: VendorAccount, sandbox: Any) -> None:
+    run = _sync(account)
+    requests = len(sandbox[0].requests)
+    again = sync_run_execute(sync_run_id=run.pk)
+    assert (again.status, again.rows_written, again.finished_at) == (run.status, run.rows_written, run.finished_at)
+    assert len(sandbox[0].requests) == requests
+
+
+def test_a_sync_interrupted_mid_way_is_simply_done_again(account: VendorAccount) -> None:
+    run = sync_run_request(account=account, trigger=SyncRun.Trigger.COMMAND, start=START, end=END)
+    SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.RUNNING)  # a worker died here
+    done = sync_run_execute(sync_run_id=run.pk)
+    assert done.status == SyncRun.Status.SUCCEEDED
+    assert done.rows_written == CostRecord.objects.count() + UsageRecord.objects.count()
+
+
+def test_only_due_accounts_with_something_to_fetch_are_queued(organization: Organization, sandbox: Any) -> None:
+    from django.utils import timezone
+
+    from providers.services import vendor_accounts_sync_due
+
+    now = timezone.now()
+    due = vendor_account_create(organization=organization, vendor="openai", label="due",
+                                credentials={"admin_key": ADMIN_KEY}, api_base=sandbox[1].url + "/v1")  # fmt: skip
+    fresh = vendor_account_create(organization=organization, vendor="openai", label="fresh",
+                                  credentials={"admin_key": ADMIN_KEY}, api_base=sandbox[1].url + "/v1")  # fmt: skip
+    VendorAccount.objects.filter(pk=fresh.pk).update(last_sync_at=now - timedelta(minutes=10))
+    disabled = vendor_account_create(organization=organization, vendor="openai", label="off",
+                                     credentials={"admin_key": ADMIN_KEY})  # fmt: skip
+    VendorAccount.objects.filter(pk=disabled.pk).update(status=VendorAccount.Status.DISABLED)
+    vendor_account_create(organization=organization, vendor="file_import", label="Mistral", credentials={})
+    runs = vendor_accounts_sync_due(now=now)
+    assert [r.vendor_account_id for r in runs] == [due.pk]
+    # A run already in flight is not queued twice.
+    assert vendor_accounts_sync_due(now=now) == []
+
+
+def test_sync_command_reports_each_account_and_fails_when_one_fails(
+    organization: Organization, account: VendorAccount, sandbox: Any
+) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError
+
+    out = StringIO()
+    call_command("sync_vendor_accounts", org="acme", since="2026-11-10", stdout=out)
+    assert "[1/1] acme / OpenAI prod (openai) … ok:" in out.getvalue()
+    assert CostRecord.objects.filter(charge_period_start__gte=START).exists()
+    sandbox[0].credits_exhausted = True
+    with pytest.raises(CommandError, match="1 of 1 account"):
+        call_command("sync_vendor_accounts", account=account.pk, stdout=StringIO())
+    with pytest.raises(CommandError, match="not a date"):
+        call_command("sync_vendor_accounts", since="10/11/2026")

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from providers.sandbox.base import SandboxServer
+from providers.sandbox.demo import DEMO_SANDBOXES
+
+
+class Command(BaseCommand):
+    help = "Serve the sandbox vendor APIs on 127.0.0.1 (ports from SANDBOX_PORT_BASE) until stopped."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--sync-demo", action="store_true", help="Queue a sync of the demo accounts once serving.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        servers = []
+        for sandbox in DEMO_SANDBOXES:
+            server = SandboxServer(sandbox.build(), port=sandbox.port).start()
+            servers.append(server)
+            self.stdout.write(f"{sandbox.vendor:>13} sandbox at {server.url}{sandbox.api_path}")
+        if options["sync_demo"]:
+            from aggregator.system.demo import demo_sync_queue
+
+            runs = demo_sync_queue()
+            self.stdout.write(f"Queued {len(runs)} demo sync(s).")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop.wait()
+        for server in servers:
+            server.stop()
