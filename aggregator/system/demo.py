@@ -7,7 +7,6 @@ Later parts of the product add their demo data here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from datetime import timedelta
 
 from django.db import transaction

@@ -75,10 +75,17 @@ def test_files_go_only_into_file_import_accounts_of_your_organization(
 
 def test_focus_export_lists_the_period_with_focus_columns(owner_client: APIClient, organization: Organization) -> None:
     account = VendorAccountFactory(organization=organization, vendor="anthropic", label="Claude")
-    CostRecordFactory(vendor_account=account, billed_cost=Decimal("1.2378912"), service_name="claude-opus-4-6",
-                      charge_description="Input tokens", project="wrkspc_1")  # fmt: skip
-    CostRecordFactory(organization=Organization.objects.create(slug="x", name="X", currency="USD"),
-                      vendor_account=VendorAccountFactory())  # fmt: skip
+    CostRecordFactory(
+        vendor_account=account,
+        billed_cost=Decimal("1.2378912"),
+        service_name="claude-opus-4-6",
+        charge_description="Input tokens",
+        project="wrkspc_1",
+    )
+    CostRecordFactory(
+        organization=Organization.objects.create(slug="x", name="X", currency="USD"),
+        vendor_account=VendorAccountFactory(),
+    )
     response = owner_client.get("/api/v1/exports/focus.csv?start=2026-11-01&end=2026-11-30")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")

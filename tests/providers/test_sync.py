@@ -35,9 +35,12 @@ def sandbox() -> Iterator[tuple[OpenAISandbox, SandboxServer]]:
 @pytest.fixture
 def account(organization: Organization, sandbox: tuple[OpenAISandbox, SandboxServer]) -> VendorAccount:
     return vendor_account_create(
-        organization=organization, vendor="openai", label="OpenAI prod",
-        credentials={"admin_key": ADMIN_KEY}, api_base=sandbox[1].url + "/v1",
-    )  # fmt: skip
+        organization=organization,
+        vendor="openai",
+        label="OpenAI prod",
+        credentials={"admin_key": ADMIN_KEY},
+        api_base=sandbox[1].url + "/v1",
+    )
 
 
 def _sync(account: VendorAccount, start: datetime = START, end: datetime = END) -> SyncRun:
@@ -120,8 +123,7 @@ def test_test_connection_checks_the_key_against_the_vendor(owner_client: APIClie
     assert response.status_code == 200
     assert response.json()["ok"] is True
     url = f"/api/v1/vendor-accounts/{account.pk}/"
-    owner_client.patch(url, {"credentials": {"admin_key": "sk-proj-FAKE-abc123456"}},
-                       format="json")  # fmt: skip
+    owner_client.patch(url, {"credentials": {"admin_key": "sk-proj-FAKE-abc123456"}}, format="json")
     result = owner_client.post(f"/api/v1/vendor-accounts/{account.pk}/test/").json()
     assert result["ok"] is False
     assert "admin key" in result["message"].lower()
@@ -250,17 +252,32 @@ def test_cost_records_filter_and_daily_rollup_sum_exactly(owner_client: APIClien
     listing = owner_client.get(f"/api/v1/cost-records/?start={DAY}&end={DAY}&page_size=500").json()
     assert listing["count"] == len(records)
     first = listing["results"][0]
-    assert set(first) >= {"billed_cost", "billing_currency", "charge_period_start", "service_name",
-                          "charge_description",
-                          "consumed_quantity", "consumed_unit", "vendor", "vendor_account", "project"}  # fmt: skip
+    assert set(first) >= {
+        "billed_cost",
+        "billing_currency",
+        "charge_period_start",
+        "service_name",
+        "charge_description",
+        "consumed_quantity",
+        "consumed_unit",
+        "vendor",
+        "vendor_account",
+        "project",
+    }
     assert isinstance(first["billed_cost"], str)
     by_model = owner_client.get(
         f"/api/v1/cost-records/?model=gpt-4o-2024-08-06&project=proj_alpha&start={DAY}&end={DAY}"
     ).json()
     assert {r["service_name"] for r in by_model["results"]} <= {"gpt-4o-2024-08-06"}
     daily = owner_client.get(f"/api/v1/costs/daily/?start={DAY}&end={DAY}").json()["results"]
-    assert daily == [{"date": str(DAY), "vendor": "openai", "billing_currency": "USD",
-                      "billed_cost": f"{sum((r.billed_cost for r in records), Decimal(0)):.10f}"}]  # fmt: skip
+    assert daily == [
+        {
+            "date": str(DAY),
+            "vendor": "openai",
+            "billing_currency": "USD",
+            "billed_cost": f"{sum((r.billed_cost for r in records), Decimal(0)):.10f}",
+        }
+    ]
     bad = owner_client.get("/api/v1/cost-records/?start=2026-11-12&end=2026-11-01")
     assert bad.status_code == 400 and "end must be on or after start" in bad.json()["error"]["message"]
 
@@ -281,8 +298,12 @@ class _BrokenCostsSandbox(OpenAISandbox):
 
 
 def _page(result: dict[str, Any]) -> dict[str, Any]:
-    return {"object": "page", "has_more": False, "next_page": None,
-            "data": [{"object": "bucket", "start_time": 1793577600, "end_time": 1793664000, "results": [result]}]}  # fmt: skip
+    return {
+        "object": "page",
+        "has_more": False,
+        "next_page": None,
+        "data": [{"object": "bucket", "start_time": 1793577600, "end_time": 1793664000, "results": [result]}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -297,8 +318,13 @@ def test_missing_or_mistyped_fields_fail_the_run_naming_the_field(
     organization: Organization, result: dict[str, Any], field: str
 ) -> None:
     with serve(_BrokenCostsSandbox(_page(result))) as server:
-        account = vendor_account_create(organization=organization, vendor="openai", label="broken",
-                                        credentials={"admin_key": ADMIN_KEY}, api_base=server.url + "/v1")  # fmt: skip
+        account = vendor_account_create(
+            organization=organization,
+            vendor="openai",
+            label="broken",
+            credentials={"admin_key": ADMIN_KEY},
+            api_base=server.url + "/v1",
+        )
         run = _sync(account)
     assert (run.status, run.error_kind) == (SyncRun.Status.FAILED, "malformed_payload")
     assert field in run.error and "/organization/costs" in run.error
@@ -327,13 +353,24 @@ def test_only_due_accounts_with_something_to_fetch_are_queued(organization: Orga
     from providers.services import vendor_accounts_sync_due
 
     now = timezone.now()
-    due = vendor_account_create(organization=organization, vendor="openai", label="due",
-                                credentials={"admin_key": ADMIN_KEY}, api_base=sandbox[1].url + "/v1")  # fmt: skip
-    fresh = vendor_account_create(organization=organization, vendor="openai", label="fresh",
-                                  credentials={"admin_key": ADMIN_KEY}, api_base=sandbox[1].url + "/v1")  # fmt: skip
+    due = vendor_account_create(
+        organization=organization,
+        vendor="openai",
+        label="due",
+        credentials={"admin_key": ADMIN_KEY},
+        api_base=sandbox[1].url + "/v1",
+    )
+    fresh = vendor_account_create(
+        organization=organization,
+        vendor="openai",
+        label="fresh",
+        credentials={"admin_key": ADMIN_KEY},
+        api_base=sandbox[1].url + "/v1",
+    )
     VendorAccount.objects.filter(pk=fresh.pk).update(last_sync_at=now - timedelta(minutes=10))
-    disabled = vendor_account_create(organization=organization, vendor="openai", label="off",
-                                     credentials={"admin_key": ADMIN_KEY})  # fmt: skip
+    disabled = vendor_account_create(
+        organization=organization, vendor="openai", label="off", credentials={"admin_key": ADMIN_KEY}
+    )
     VendorAccount.objects.filter(pk=disabled.pk).update(status=VendorAccount.Status.DISABLED)
     vendor_account_create(organization=organization, vendor="file_import", label="Mistral", credentials={})
     runs = vendor_accounts_sync_due(now=now)
