@@ -188,6 +188,12 @@ if not CREDENTIALS_KEYS:
 # Sandbox vendor servers of the offline demo listen on SANDBOX_PORT_BASE and the next four ports.
 SANDBOX_PORT_BASE = env.int("SANDBOX_PORT_BASE", default=8601)
 
+# Where a scheduled download job drops the ECB daily reference rates for the hourly import.
+FX_ECB_FILE = env.str("FX_ECB_FILE", default=str(VAR_DIR / "fx" / "eurofxref-daily.xml"))
+
+# Drift between a vendor-reported balance and the ledger beyond this (in the vendor's currency) is flagged.
+RECONCILIATION_TOLERANCE = env.str("RECONCILIATION_TOLERANCE", default="1.00")
+
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -56,14 +56,32 @@ class VendorAccountSerializer(serializers.ModelSerializer):
     class Meta:
         model = VendorAccount
         fields = [
-            "id", "vendor", "label", "credentials", "credentials_masked", "api_base", "status", "status_message",
-            "sync_interval_minutes", "trailing_days", "sync_cursor", "last_sync_at", "last_success_at",
-            "failure_streak", "created_at",
-        ]  # fmt: skip
+            "id",
+            "vendor",
+            "label",
+            "credentials",
+            "credentials_masked",
+            "api_base",
+            "status",
+            "status_message",
+            "sync_interval_minutes",
+            "trailing_days",
+            "sync_cursor",
+            "last_sync_at",
+            "last_success_at",
+            "failure_streak",
+            "created_at",
+        ]
         read_only_fields = [
-            "status", "status_message", "sync_cursor", "last_sync_at", "last_success_at", "failure_streak",
-            "created_at", "credentials_masked",
-        ]  # fmt: skip
+            "status",
+            "status_message",
+            "sync_cursor",
+            "last_sync_at",
+            "last_success_at",
+            "failure_streak",
+            "created_at",
+            "credentials_masked",
+        ]
 
     def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
@@ -84,9 +102,21 @@ class SyncRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = SyncRun
         fields = [
-            "id", "vendor_account", "status", "trigger", "window_start", "window_end", "rows_read", "rows_written",
-            "error_kind", "error", "created_at", "started_at", "finished_at", "duration_seconds",
-        ]  # fmt: skip
+            "id",
+            "vendor_account",
+            "status",
+            "trigger",
+            "window_start",
+            "window_end",
+            "rows_read",
+            "rows_written",
+            "error_kind",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+        ]
 
 
 class CheckResultSerializer(serializers.Serializer):
@@ -181,9 +211,19 @@ class CostRecordSerializer(serializers.ModelSerializer):
     class Meta:
         model = CostRecord
         fields = [
-            "id", "vendor", "vendor_account", "charge_period_start", "charge_period_end", "service_name",
-            "charge_description", "project", "consumed_quantity", "consumed_unit", "billed_cost", "billing_currency",
-        ]  # fmt: skip
+            "id",
+            "vendor",
+            "vendor_account",
+            "charge_period_start",
+            "charge_period_end",
+            "service_name",
+            "charge_description",
+            "project",
+            "consumed_quantity",
+            "consumed_unit",
+            "billed_cost",
+            "billing_currency",
+        ]
 
 
 class CostFilterSerializer(serializers.Serializer):

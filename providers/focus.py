@@ -12,11 +12,26 @@ from django.db.models import QuerySet
 from providers.models import CostRecord
 
 FOCUS_COLUMNS = (
-    "BillingAccountId", "BillingAccountName", "SubAccountId", "ProviderName", "PublisherName", "InvoiceIssuerName",
-    "ServiceCategory", "ServiceName", "ChargeCategory", "ChargeDescription", "ChargePeriodStart", "ChargePeriodEnd",
-    "ConsumedQuantity", "ConsumedUnit", "BilledCost", "EffectiveCost", "BillingCurrency", "x_VendorAccountId",
+    "BillingAccountId",
+    "BillingAccountName",
+    "SubAccountId",
+    "ProviderName",
+    "PublisherName",
+    "InvoiceIssuerName",
+    "ServiceCategory",
+    "ServiceName",
+    "ChargeCategory",
+    "ChargeDescription",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "BilledCost",
+    "EffectiveCost",
+    "BillingCurrency",
+    "x_VendorAccountId",
     "x_VendorAccountLabel",
-)  # fmt: skip
+)
 
 
 class _Echo:

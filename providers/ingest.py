@@ -18,9 +18,16 @@ from providers.connectors.base import CostRow, UsageRow
 from providers.models import CostRecord, UsageRecord, VendorAccount
 
 COST_VALUE_COLUMNS = (
-    "charge_period_start", "charge_period_end", "service_name", "charge_description", "project",
-    "consumed_quantity", "consumed_unit", "billed_cost", "billing_currency",
-)  # fmt: skip
+    "charge_period_start",
+    "charge_period_end",
+    "service_name",
+    "charge_description",
+    "project",
+    "consumed_quantity",
+    "consumed_unit",
+    "billed_cost",
+    "billing_currency",
+)
 USAGE_VALUE_COLUMNS = ("charge_period_start", "charge_period_end", "service_name", "project", "quantity", "unit")
 KEY_COLUMNS = ("vendor_account_id", "source_key")
 SQLITE_BATCH = 500
@@ -35,10 +42,20 @@ class UpsertResult:
 def cost_rows_upsert(*, account: VendorAccount, rows: Sequence[CostRow], now: datetime) -> UpsertResult:
     """Insert new cost rows and update changed ones for ``account``; unchanged rows are left alone."""
     values = (
-        (r.source_key, r.charge_period_start, r.charge_period_end, r.service_name, r.charge_description, r.project,
-         r.consumed_quantity, r.consumed_unit, r.billed_cost, r.billing_currency)
+        (
+            r.source_key,
+            r.charge_period_start,
+            r.charge_period_end,
+            r.service_name,
+            r.charge_description,
+            r.project,
+            r.consumed_quantity,
+            r.consumed_unit,
+            r.billed_cost,
+            r.billing_currency,
+        )
         for r in _last_per_key(rows)
-    )  # fmt: skip
+    )
     return _upsert(CostRecord, account, COST_VALUE_COLUMNS, values, read=len(rows), now=now)
 
 

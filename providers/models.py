@@ -37,6 +37,11 @@ class VendorAccount(TenantModel):
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     failure_streak = models.PositiveIntegerField(default=0)
+    settled_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Start of the last complete settlement: cost rows changed since are settled next.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -97,9 +97,13 @@ def vendor_account_create(
         actor=actor,
         actor_api_key=actor_api_key,
         obj=account,
-        after={"vendor": vendor, "label": account.label, "api_base": account.api_base,
-               "credentials": account.credentials_masked},
-    )  # fmt: skip
+        after={
+            "vendor": vendor,
+            "label": account.label,
+            "api_base": account.api_base,
+            "credentials": account.credentials_masked,
+        },
+    )
     return account
 
 
@@ -146,6 +150,30 @@ def vendor_account_update(
 def vendor_account_delete(
     *, account: VendorAccount, actor: User | None = None, actor_api_key: ApiKey | None = None
 ) -> None:
+    """Remove an account. One with money history (ledger postings, purchases) is disconnected
+    instead: disabled, its credentials erased, its history kept for invoices and audits."""
+    from billing.ledger.models import CreditPurchase, LedgerTransaction
+
+    has_history = (
+        LedgerTransaction.objects.filter(vendor_account=account).exists()
+        or CreditPurchase.objects.filter(vendor_account=account).exists()
+    )
+    if has_history:
+        VendorAccount.objects.filter(pk=account.pk).update(
+            status=VendorAccount.Status.DISABLED,
+            status_message="Disconnected; its history is kept.",
+            credentials_encrypted=vault.encrypt({}),
+            credentials_masked={},
+        )
+        audit_record(
+            action="vendor_account.disconnect",
+            organization=account.organization,
+            actor=actor,
+            actor_api_key=actor_api_key,
+            obj=account,
+            before={"vendor": account.vendor, "label": account.label, "status": account.status},
+        )
+        return
     audit_record(
         action="vendor_account.delete",
         organization=account.organization,
@@ -287,9 +315,13 @@ def sync_run_execute(*, sync_run_id: int) -> SyncRun:
         )
     logger.info(
         "sync %s of account %s (%s): %d rows read, %d written in %.2fs",
-        run.pk, account.pk, account.vendor, cost_result.read + usage_result.read, written,
+        run.pk,
+        account.pk,
+        account.vendor,
+        cost_result.read + usage_result.read,
+        written,
         time.monotonic() - started,
-    )  # fmt: skip
+    )
     run.refresh_from_db()
     return run
 
@@ -312,8 +344,13 @@ def _sync_failed(run: SyncRun, account: VendorAccount, kind: str, message: str, 
         )
     logger.warning(
         "sync %s of account %s (%s) failed after %.2fs [%s]: %s",
-        run.pk, account.pk, account.vendor, time.monotonic() - started, kind, message,
-    )  # fmt: skip
+        run.pk,
+        account.pk,
+        account.vendor,
+        time.monotonic() - started,
+        kind,
+        message,
+    )
     run.refresh_from_db()
     return run
 

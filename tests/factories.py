@@ -135,3 +135,19 @@ TENANT_FACTORIES.update(
     }
 )
 _ = (BalanceObservation, UsageRecord)
+
+
+from billing.alerts.models import Alert  # noqa: E402
+
+
+class AlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Alert
+
+    organization = factory.SubFactory(OrganizationFactory)
+    kind = Alert.Kind.LOW_BALANCE
+    subject = factory.Sequence(lambda n: f"va:{n}")
+    message = "Balance is low."
+
+
+TENANT_FACTORIES[Alert] = AlertFactory

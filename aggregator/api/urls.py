@@ -2,6 +2,8 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from aggregator.api.views import MemberViewSet, OrganizationCurrentApi
+from billing.alerts.api import AlertViewSet
+from billing.ledger.api import VendorAccountLedgerViewSet, WalletApi
 from providers.api import (
     CostImportApi,
     CostRecordViewSet,
@@ -14,6 +16,8 @@ from providers.api import (
 router = DefaultRouter()
 router.register("members", MemberViewSet, basename="member")
 router.register("vendor-accounts", VendorAccountViewSet, basename="vendor-account")
+router.register("vendor-accounts", VendorAccountLedgerViewSet, basename="vendor-account-ledger")
+router.register("alerts", AlertViewSet, basename="alert")
 router.register("sync-runs", SyncRunViewSet, basename="sync-run")
 router.register("cost-records", CostRecordViewSet, basename="cost-record")
 router.register("costs/daily", CostsDailyApi, basename="costs-daily")
@@ -21,6 +25,7 @@ router.register("costs/daily", CostsDailyApi, basename="costs-daily")
 app_name = "api"
 urlpatterns = [
     path("organizations/current/", OrganizationCurrentApi.as_view(), name="organization-current"),
+    path("wallet/", WalletApi.as_view(), name="wallet"),
     path("exports/focus.csv", FocusExportApi.as_view(), name="export-focus"),
     path("imports/costs/", CostImportApi.as_view(), name="import-costs"),
     path("", include(router.urls)),

@@ -9,6 +9,10 @@ from typing import Any
 DEFAULT_SCHEDULE: dict[str, tuple[str, int]] = {
     "Worker heartbeat": ("aggregator.system.heartbeat_periodic", 5 * 60),
     "Sync vendor accounts that are due": ("providers.tasks.sync_due_accounts", 5 * 60),
+    "Settle vendor accounts": ("billing.ledger.tasks.settle_all", 24 * 60 * 60),
+    "Expire vendor credits": ("billing.ledger.tasks.expire_credits", 60 * 60),
+    "Evaluate alerts": ("billing.alerts.tasks.evaluate_all", 60 * 60),
+    "Import ECB FX rates file": ("billing.fx.tasks.fx_rates_import_file", 60 * 60),
 }
 
 

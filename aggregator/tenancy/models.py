@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from aggregator.money import CurrencyField
+from aggregator.money import AmountField, CurrencyField
 from aggregator.tenancy.scoping import TenantModel
 
 country_validator = RegexValidator(r"^[A-Z]{2}$", "Use a two-letter ISO 3166 country code such as US, DE or JP.")
@@ -106,6 +106,12 @@ class Organization(models.Model):
     billing_mode = models.CharField(max_length=20, choices=BillingMode.choices, default=BillingMode.CONSOLIDATED)
     payment_terms_days = models.PositiveSmallIntegerField(default=14)
     billing_email = models.EmailField(blank=True)
+    fee_percent = models.DecimalField(
+        max_digits=6, decimal_places=3, default=0, help_text="Operator's fee on consumption, in percent."
+    )
+    credit_limit = AmountField(
+        default=0, help_text="Prepaid wallet: how far below zero consumption may take the wallet (overage)."
+    )
     issuer = models.ForeignKey(Issuer, null=True, blank=True, on_delete=models.PROTECT, related_name="organizations")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,0 +1,5 @@
+"""Admin pages of the billing packages (each registers its own)."""
+
+from billing.alerts import admin as alerts_admin  # noqa: F401
+from billing.fx import admin as fx_admin  # noqa: F401
+from billing.ledger import admin as ledger_admin  # noqa: F401

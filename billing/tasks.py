@@ -1,0 +1,5 @@
+"""Celery discovers `<app>.tasks`: this module imports the task modules of the billing packages."""
+
+from billing.alerts import tasks as alerts_tasks  # noqa: F401
+from billing.fx import tasks as fx_tasks  # noqa: F401
+from billing.ledger import tasks as ledger_tasks  # noqa: F401
