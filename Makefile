@@ -5,9 +5,13 @@ PORT ?= 8000
 PYTEST_ARGS ?= -n auto
 BIN := $(VENV)/bin
 
-.PHONY: run test install demo lint typecheck check-deploy clean
+.PHONY: run test install system-deps demo lint typecheck check-deploy clean
+
+system-deps:
+	./scripts/system-deps.sh
 
 $(VENV)/.installed: pyproject.toml
+	./scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
@@ -18,7 +22,7 @@ install: $(VENV)/.installed
 .env:
 	printf 'DEBUG=1\n' > .env
 
-demo: install .env
+demo: system-deps install .env
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
 
@@ -40,7 +44,7 @@ check-deploy: install
 	CREDENTIALS_KEYS="$$($(BIN)/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
 	$(BIN)/python manage.py check --deploy --fail-level WARNING
 
-test: lint typecheck check-deploy
+test: system-deps lint typecheck check-deploy
 	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -37,6 +37,7 @@ app.conf.update(
         "billing.ledger.*": {"queue": "settlement"},
         "billing.invoicing.*": {"queue": "invoicing"},
         "billing.payments.*": {"queue": "payments"},
+        "billing.topups.*": {"queue": "payments"},
     },
     beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
     broker_connection_retry_on_startup=True,

@@ -194,6 +194,9 @@ FX_ECB_FILE = env.str("FX_ECB_FILE", default=str(VAR_DIR / "fx" / "eurofxref-dai
 # Drift between a vendor-reported balance and the ledger beyond this (in the vendor's currency) is flagged.
 RECONCILIATION_TOLERANCE = env.str("RECONCILIATION_TOLERANCE", default="1.00")
 
+# Payment gateways available (dotted paths). The test gateway is only offered in development.
+PAYMENT_GATEWAYS = env.list("PAYMENT_GATEWAYS", default=["billing.payments.gateways.fake.FakeGateway"] if DEBUG else [])
+
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -271,5 +274,7 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         "celery": {"level": LOG_LEVEL},
+        "weasyprint": {"level": "WARNING"},
+        "factur-x": {"level": "WARNING"},
     },
 }

@@ -12,5 +12,8 @@ class BillingConfig(AppConfig):
         def evaluate_alerts(account: object) -> None:
             alerts_evaluate_vendor_account(account=account)  # type: ignore[arg-type]
 
-        if evaluate_alerts.__name__ not in {step.__name__ for step in AFTER_SETTLEMENT}:
-            AFTER_SETTLEMENT.append(evaluate_alerts)
+        from billing.topups.services import after_settlement as top_ups_after_settlement
+
+        for step in (evaluate_alerts, top_ups_after_settlement):
+            if step.__name__ not in {existing.__name__ for existing in AFTER_SETTLEMENT}:
+                AFTER_SETTLEMENT.append(step)

@@ -2,6 +2,7 @@
 
 from billing.alerts.models import Alert, AlertPolicy  # noqa: F401
 from billing.fx.models import FxRate  # noqa: F401
+from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSeries  # noqa: F401
 from billing.ledger.models import (  # noqa: F401
     CreditPurchase,
     LedgerAccount,
@@ -10,3 +11,5 @@ from billing.ledger.models import (  # noqa: F401
     Reconciliation,
     VendorFee,
 )
+from billing.payments.models import PaymentMethod  # noqa: F401
+from billing.topups.models import TopUp, TopUpAttempt, TopUpRule  # noqa: F401

@@ -151,3 +151,100 @@ class AlertFactory(factory.django.DjangoModelFactory):
 
 
 TENANT_FACTORIES[Alert] = AlertFactory
+
+
+# --- Payments and top-ups -------------------------------------------------------------------------
+
+from datetime import date  # noqa: E402
+
+from billing.payments.models import PaymentMethod  # noqa: E402
+from billing.topups.models import TopUp, TopUpRule  # noqa: E402
+
+
+class PaymentMethodFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PaymentMethod
+
+    organization = factory.SubFactory(OrganizationFactory)
+    gateway = "fake"
+    gateway_reference = factory.Sequence(lambda n: f"pm_ok_{n}")
+    customer_reference = factory.Sequence(lambda n: f"cus_fake_{n}")
+    kind = "card"
+    brand = "visa"
+    last4 = "4242"
+    exp_month = 12
+    exp_year = 2030
+
+
+class TopUpRuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TopUpRule
+
+    organization = factory.SubFactory(OrganizationFactory)
+    target_kind = "vendor_account"
+    vendor_account = factory.SubFactory(VendorAccountFactory, organization=factory.SelfAttribute("..organization"))
+    currency = "USD"
+    trigger = "balance_below"
+    threshold_amount = Decimal("100.00")
+    method = "fixed"
+    amount = Decimal("500.00")
+    primary_method = factory.SubFactory(PaymentMethodFactory, organization=factory.SelfAttribute("..organization"))
+
+
+class TopUpFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TopUp
+
+    organization = factory.SubFactory(OrganizationFactory)
+    rule = factory.SubFactory(TopUpRuleFactory, organization=factory.SelfAttribute("..organization"))
+    target_kind = factory.LazyAttribute(lambda o: o.rule.target_kind)
+    vendor_account = factory.LazyAttribute(lambda o: o.rule.vendor_account)
+    amount = Decimal("500.00")
+    currency = "USD"
+    month = date(2026, 11, 1)
+    status = "succeeded"
+
+
+TENANT_FACTORIES.update({PaymentMethod: PaymentMethodFactory, TopUpRule: TopUpRuleFactory, TopUp: TopUpFactory})
+
+
+# --- Invoices -------------------------------------------------------------------------------------
+
+from billing.invoicing.models import CreditNote, Invoice  # noqa: E402
+
+
+class InvoiceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Invoice
+
+    organization = factory.SubFactory(OrganizationFactory)
+    issuer = factory.SubFactory(IssuerFactory)
+    number = factory.Sequence(lambda n: f"INV-2026-{n:06d}")
+    status = Invoice.Status.OPEN
+    period_start = date(2026, 10, 1)
+    period_end = date(2026, 10, 31)
+    currency = "USD"
+    billing_mode = "consolidated"
+    total = Decimal("10.00")
+    amount_due = Decimal("10.00")
+    pdf = factory.django.FileField(data=b"%PDF-1.7 factory", filename="invoice.pdf")
+
+
+class CreditNoteFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CreditNote
+
+    invoice = factory.SubFactory(InvoiceFactory)
+    organization = factory.LazyAttribute(lambda o: o.invoice.organization)
+    number = factory.Sequence(lambda n: f"CN-2026-{n:06d}")
+    amount = Decimal("1.00")
+    reason = "Goodwill"
+    issue_date = date(2026, 11, 2)
+
+
+TENANT_FACTORIES.update(
+    {
+        Invoice: InvoiceFactory,
+        CreditNote: lambda organization: CreditNoteFactory(invoice=InvoiceFactory(organization=organization)),
+    }
+)

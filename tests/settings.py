@@ -16,6 +16,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 
+MEDIA_ROOT = VAR_DIR / "test-media"
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES = {

@@ -78,8 +78,11 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
 
 
 def _reset_producer_pool() -> None:
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    # Connections are pooled per broker address, app-wide and in kombu's global registry: drop both
+    # so the next message goes to the broker now configured.
+    from kombu import pools
+
+    pools.reset()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
 

@@ -129,3 +129,58 @@ def test_the_portal_speaks_japanese(owner: User) -> None:
     client.post("/i18n/setlang/", {"language": "ja", "next": "/"})
     response = client.get("/")
     assert '<html lang="ja">' in response.content.decode()
+
+
+def test_migrate_creates_the_default_schedule_once_and_keeps_operator_changes(db: Any) -> None:
+    from django_celery_beat.models import PeriodicTask
+
+    from aggregator.system.schedule import DEFAULT_CRONTABS, DEFAULT_SCHEDULE, ensure_default_schedule
+
+    ensure_default_schedule()
+    PeriodicTask.objects.filter(name="Evaluate alerts").update(enabled=False)
+    ensure_default_schedule()
+    names = set(PeriodicTask.objects.values_list("name", flat=True))
+    assert set(DEFAULT_SCHEDULE) | set(DEFAULT_CRONTABS) <= names
+    assert PeriodicTask.objects.get(name="Evaluate alerts").enabled is False
+    close = PeriodicTask.objects.get(name="Close last month's invoices")
+    assert (close.crontab.day_of_month, close.crontab.hour) == ("1", "3")
+
+
+def test_dashboard_figures_equal_the_ledger_and_the_api(owner: User, organization: Organization) -> None:
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from billing.ledger.services import credit_purchase_record
+    from billing.ledger.settlement import settle_vendor_account
+    from tests.billing.conftest import cost
+    from tests.factories import VendorAccountFactory
+
+    client = Client()
+    client.force_login(owner)
+    today = timezone.now().date()
+    account = VendorAccountFactory(organization=organization, label="OpenAI prod")
+    credit_purchase_record(
+        vendor_account=account,
+        amount=Decimal("500"),
+        currency="USD",
+        kind="purchase",
+        effective_at=timezone.now() - timedelta(days=40),
+    )
+    for i in range(1, 4):
+        cost(account, today - timedelta(days=i), "12.50", key=f"k{i}")
+    settle_vendor_account(vendor_account_id=account.pk)
+    with CaptureQueriesContext(connection) as few:
+        page = client.get("/").content.decode()
+    api = client.get(f"/api/v1/vendor-accounts/{account.pk}/balance/").json()
+    assert "462.50 USD" in page and api["balance"] == "462.5000000000"
+    assert f"{api['runway_days']} days ({api['depletion_date']})" in page
+    for i in range(4, 30):  # more data, same number of queries
+        cost(account, today - timedelta(days=i), "1.00", key=f"m{i}")
+    settle_vendor_account(vendor_account_id=account.pk)
+    with CaptureQueriesContext(connection) as many:
+        client.get("/")
+    assert len(many) == len(few)

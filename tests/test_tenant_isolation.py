@@ -104,6 +104,11 @@ def test_member_of_another_organization_gets_404(route: Route, auth: str, db: An
     assert methods, f"{route.pattern} answers no method"
     for method in methods:
         response = getattr(client, method)(path_for(foreign), {}, format="json")
+        if response.status_code == 403:
+            # Refused for the caller's role whatever the object (e.g. operator-only actions): the
+            # same answer for their own object, so nothing about the other organization leaks.
+            assert getattr(client, method)(path_for(own), {}, format="json").status_code == 403
+            continue
         assert response.status_code == 404, f"{method.upper()} {path_for(foreign)} -> {response.status_code}"
     # The same route serves the caller's own object, so the 404 above is about scoping. (Routes that
     # only accept POST act on the vendor; their lookup is the same get_object as the detail route.)

@@ -3,7 +3,9 @@ from rest_framework.routers import DefaultRouter
 
 from aggregator.api.views import MemberViewSet, OrganizationCurrentApi
 from billing.alerts.api import AlertViewSet
+from billing.invoicing.api import CreditNoteViewSet, InvoiceViewSet
 from billing.ledger.api import VendorAccountLedgerViewSet, WalletApi
+from billing.topups.api import PaymentMethodViewSet, TopUpRuleViewSet, TopUpViewSet
 from providers.api import (
     CostImportApi,
     CostRecordViewSet,
@@ -18,6 +20,11 @@ router.register("members", MemberViewSet, basename="member")
 router.register("vendor-accounts", VendorAccountViewSet, basename="vendor-account")
 router.register("vendor-accounts", VendorAccountLedgerViewSet, basename="vendor-account-ledger")
 router.register("alerts", AlertViewSet, basename="alert")
+router.register("top-up-rules", TopUpRuleViewSet, basename="top-up-rule")
+router.register("top-ups", TopUpViewSet, basename="top-up")
+router.register("payment-methods", PaymentMethodViewSet, basename="payment-method")
+router.register("invoices", InvoiceViewSet, basename="invoice")
+router.register("credit-notes", CreditNoteViewSet, basename="credit-note")
 router.register("sync-runs", SyncRunViewSet, basename="sync-run")
 router.register("cost-records", CostRecordViewSet, basename="cost-record")
 router.register("costs/daily", CostsDailyApi, basename="costs-daily")

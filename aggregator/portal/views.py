@@ -16,7 +16,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from aggregator.tenancy.context import SESSION_KEY
+from aggregator.tenancy.context import SESSION_KEY, organization_for_request
 from aggregator.tenancy.models import Membership, User
 
 
@@ -35,9 +35,36 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
 
+VENDOR_COLORS = ["#2952cc", "#d97706", "#059669", "#9333ea", "#dc2626", "#0891b2", "#4b5563"]
+
+
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/dashboard.html")
+    from aggregator.portal.selectors import dashboard_for
+
+    organization = organization_for_request(request)
+    context: dict[str, object] = {}
+    if organization is not None:
+        data = dashboard_for(organization=organization)
+        vendors = sorted({vendor for _, by_vendor in data.daily for vendor in by_vendor})
+        colors = {vendor: VENDOR_COLORS[i % len(VENDOR_COLORS)] for i, vendor in enumerate(vendors)}
+        peak = max((sum(by_vendor.values()) for _, by_vendor in data.daily), default=0) or 1
+        bars = [
+            {
+                "day": day,
+                "total": sum(by_vendor.values()),
+                "segments": [
+                    {"vendor": v, "amount": a, "color": colors[v], "height": float(a / peak * 100)}
+                    for v, a in sorted(by_vendor.items())
+                ],
+            }
+            for day, by_vendor in data.daily
+        ]
+        change = None
+        if data.last_month_same_days:
+            change = (data.month_to_date - data.last_month_same_days) / data.last_month_same_days * 100
+        context = {"data": data, "bars": bars, "legend": colors.items(), "change": change}
+    return render(request, "portal/dashboard.html", context)
 
 
 @login_required

@@ -7,7 +7,9 @@ Later parts of the product add their demo data here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -68,6 +70,35 @@ def demo_load() -> DemoLogins:
     customer.save()
     Membership.objects.get_or_create(organization=organization, user=customer, defaults={"role": Role.OWNER})
     demo_vendor_accounts(organization=organization)
+
+    # A Japanese customer of a Japanese issuing entity: qualified invoices in JPY, in Japanese.
+    issuer_jp, _ = Issuer.objects.get_or_create(
+        name="Demo Operator KK",
+        defaults={
+            "legal_name": "デモ・オペレーター株式会社",
+            "country": "JP",
+            "address": "東京都千代田区丸の内1-1-1",
+            "email": "billing-jp@example.com",
+            "tax_regime": Issuer.TaxRegime.JP_CONSUMPTION,
+            "jp_registration_number": "T1234567890123",
+        },
+    )
+    organization_jp, _ = Organization.objects.get_or_create(
+        slug="demo-jp",
+        defaults={
+            "name": "デモ顧客株式会社",
+            "legal_name": "デモ顧客株式会社",
+            "currency": "JPY",
+            "country": "JP",
+            "locale": Organization.Locale.JA,
+            "address": "大阪府大阪市北区梅田1-1-1",
+            "issuer": issuer_jp,
+            "billing_email": CUSTOMER_EMAIL,
+        },
+    )
+    Membership.objects.get_or_create(organization=organization_jp, user=customer, defaults={"role": Role.OWNER})
+    demo_vendor_accounts(organization=organization_jp)
+    demo_fx_rates()
     return DemoLogins(OPERATOR_EMAIL, OPERATOR_PASSWORD, CUSTOMER_EMAIL, CUSTOMER_PASSWORD, organization.slug)
 
 
@@ -88,12 +119,70 @@ def demo_vendor_accounts(*, organization: Organization) -> list[VendorAccount]:
     return accounts
 
 
-def demo_sync_queue() -> list[SyncRun]:
-    """Queue a sync of every demo account with a month of history (the sandboxes serve any window)."""
-    organization = Organization.objects.get(slug="demo")
-    start = timezone.now() - timedelta(days=30)
-    with transaction.atomic():
-        return [
-            sync_run_request(account=account, trigger=SyncRun.Trigger.COMMAND, start=start)
-            for account in VendorAccount.objects.filter(organization=organization).exclude(vendor="file_import")
+# Fixed, plausible reference rates (1 EUR = …) entered as manual rates for the offline demo.
+DEMO_EUR_RATES = {"USD": "1.0800", "JPY": "162.00", "CNY": "7.8000", "GBP": "0.8500"}
+
+
+def demo_fx_rates(*, days: int = 120) -> None:
+    """Manual EUR rates for the last ``days`` days, so settlement can convert offline."""
+    from billing.fx.models import FxRate
+
+    today = timezone.now().date()
+    existing = set(FxRate.objects.filter(source=FxRate.Source.MANUAL, base="EUR").values_list("date", "quote"))
+    FxRate.objects.bulk_create(
+        [
+            FxRate(
+                date=today - timedelta(days=i), base="EUR", quote=quote, rate=Decimal(rate), source=FxRate.Source.MANUAL
+            )
+            for i in range(days)
+            for quote, rate in DEMO_EUR_RATES.items()
+            if (today - timedelta(days=i), quote) not in existing
         ]
+    )
+
+
+def demo_purchases(*, organization: Organization) -> None:
+    """Credits bought at each vendor two months ago, expiring in a year (once per account)."""
+    from billing.ledger.models import CreditPurchase
+    from billing.ledger.services import credit_purchase_record
+
+    start = timezone.now() - timedelta(days=62)
+    for account in VendorAccount.objects.filter(organization=organization).exclude(vendor="file_import"):
+        if CreditPurchase.objects.filter(vendor_account=account).exists():
+            continue
+        currency = "CNY" if account.vendor == "deepseek" else "USD"
+        amount = Decimal("800") if currency == "CNY" else Decimal("1500")
+        credit_purchase_record(
+            vendor_account=account,
+            amount=amount,
+            currency=currency,
+            kind="purchase",
+            effective_at=start,
+            expires_at=start + timedelta(days=365),
+            note="Demo credits",
+        )
+
+
+def demo_pipeline(*, stdout: Any = None) -> None:
+    """Everything a month of use produces, offline: sync last month and this month from the
+    sandboxes, record purchases, settle, and close last month (finalized, PDF, email)."""
+    from billing.invoicing.close import period_close
+    from billing.ledger.flows import vendor_account_settle
+    from providers.services import sync_run_execute
+
+    today = timezone.now().date()
+    first_of_last_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    since = datetime.combine(first_of_last_month, datetime.min.time(), tzinfo=UTC)
+    for organization in Organization.objects.filter(slug__in=["demo", "demo-jp"]):
+        demo_purchases(organization=organization)
+        for account in VendorAccount.objects.filter(organization=organization).exclude(vendor="file_import"):
+            run = sync_run_request(account=account, trigger=SyncRun.Trigger.COMMAND, start=since)
+            run = sync_run_execute(sync_run_id=run.pk)
+            vendor_account_settle(vendor_account_id=account.pk)
+            if stdout:
+                stdout.write(f"{organization.slug}/{account.label}: sync {run.status}, {run.rows_written} rows\n")
+        invoice = period_close(organization=organization, period=f"{first_of_last_month:%Y-%m}")
+        if stdout:
+            stdout.write(
+                f"{organization.slug}: invoice {invoice} ({invoice.status}) {invoice.total} {invoice.currency}\n"
+            )

@@ -13,14 +13,28 @@ DEFAULT_SCHEDULE: dict[str, tuple[str, int]] = {
     "Expire vendor credits": ("billing.ledger.tasks.expire_credits", 60 * 60),
     "Evaluate alerts": ("billing.alerts.tasks.evaluate_all", 60 * 60),
     "Import ECB FX rates file": ("billing.fx.tasks.fx_rates_import_file", 60 * 60),
+    "Retry due top-ups": ("billing.topups.tasks.retry_due", 5 * 60),
+    "Finalize reviewed invoice drafts": ("billing.invoicing.tasks.finalize_reviewed", 60 * 60),
+}
+
+# name -> (task, crontab fields: minute, hour, day of month), in UTC
+DEFAULT_CRONTABS: dict[str, tuple[str, str, str, str]] = {
+    "Close last month's invoices": ("billing.invoicing.tasks.close_period_all", "0", "3", "1"),
 }
 
 
 def ensure_default_schedule(**_: Any) -> None:
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
     for name, (task, seconds) in DEFAULT_SCHEDULE.items():
         if PeriodicTask.objects.filter(name=name).exists():
             continue
         interval, _created = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
         PeriodicTask.objects.create(name=name, task=task, interval=interval)
+    for name, (task, minute, hour, day) in DEFAULT_CRONTABS.items():
+        if PeriodicTask.objects.filter(name=name).exists():
+            continue
+        crontab, _created = CrontabSchedule.objects.get_or_create(
+            minute=minute, hour=hour, day_of_month=day, month_of_year="*", day_of_week="*", timezone="UTC"
+        )
+        PeriodicTask.objects.create(name=name, task=task, crontab=crontab)

@@ -12,7 +12,7 @@ from aggregator.tenancy.models import ApiKey, AuditEvent, Issuer, Membership, Or
 from aggregator.tenancy.services import api_key_create, api_key_revoke
 
 
-def _operator(request: HttpRequest) -> User:
+def admin_user(request: HttpRequest) -> User:
     """The signed-in staff user of an admin request (the admin refuses anonymous requests)."""
     assert isinstance(request.user, User)
     return request.user
@@ -79,7 +79,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
             super().save_model(request, obj, form, change)
             return
         key, raw_key = api_key_create(
-            organization=obj.organization, name=obj.name, role=obj.role, created_by=_operator(request)
+            organization=obj.organization, name=obj.name, role=obj.role, created_by=admin_user(request)
         )
         obj.pk = key.pk
         obj.prefix = key.prefix
@@ -90,7 +90,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
-            api_key_revoke(key=key, actor=_operator(request))
+            api_key_revoke(key=key, actor=admin_user(request))
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
 
 

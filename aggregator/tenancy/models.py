@@ -71,6 +71,21 @@ class Issuer(models.Model):
         validators=[RegexValidator(r"^T\d{13}$", "Use T followed by 13 digits, e.g. T1234567890123.")],
     )
     is_default = models.BooleanField(default=False, help_text="Issues invoices of organizations with no issuer set.")
+
+    class TaxRegime(models.TextChoices):
+        NONE = "none", "No tax (e.g. US)"
+        EU_VAT = "eu_vat", "EU VAT"
+        JP_CONSUMPTION = "jp_consumption", "Japan consumption tax (qualified invoice)"
+
+    tax_regime = models.CharField(max_length=20, choices=TaxRegime.choices, default=TaxRegime.NONE)
+    jp_tax_rounding = models.CharField(
+        max_length=20,
+        default="ROUND_DOWN",
+        help_text="Rounding of Japanese consumption tax, once per rate per invoice.",
+    )
+    invoice_pattern = models.CharField(max_length=60, default="INV-{YYYY}-{seq:06}")
+    credit_note_pattern = models.CharField(max_length=60, default="CN-{YYYY}-{seq:06}")
+    bank_details = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -106,6 +121,18 @@ class Organization(models.Model):
     billing_mode = models.CharField(max_length=20, choices=BillingMode.choices, default=BillingMode.CONSOLIDATED)
     payment_terms_days = models.PositiveSmallIntegerField(default=14)
     billing_email = models.EmailField(blank=True)
+    invoice_grouping = models.CharField(
+        max_length=20,
+        choices=[
+            ("vendor", "By vendor"),
+            ("vendor_model", "By vendor and model"),
+            ("vendor_project", "By vendor and project"),
+        ],
+        default="vendor_model",
+    )
+    invoice_review_days = models.PositiveSmallIntegerField(
+        default=0, help_text="Days drafts wait for operator review before finalizing (0: finalize at close)."
+    )
     fee_percent = models.DecimalField(
         max_digits=6, decimal_places=3, default=0, help_text="Operator's fee on consumption, in percent."
     )

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from billing.ledger.models import (
@@ -54,10 +55,44 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
     inlines = [LedgerEntryInline]
 
 
+class CreditPurchaseForm(forms.ModelForm):
+    class Meta:
+        model = CreditPurchase
+        fields = ["vendor_account", "kind", "amount", "currency", "effective_at", "expires_at", "note"]
+
+
 @admin.register(CreditPurchase)
 class CreditPurchaseAdmin(ReadOnlyAdmin):
+    """Operators record purchases and grants here (through the service, which posts to the ledger);
+    recorded ones are read-only."""
+
+    form = CreditPurchaseForm
     list_display = ["vendor_account", "kind", "amount", "currency", "effective_at", "expires_at", "expired_amount"]
     list_filter = ["kind", "currency"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("billing.add_creditpurchase"))
+
+    def save_model(self, request: HttpRequest, obj: CreditPurchase, form: Any, change: bool) -> None:
+        from aggregator.tenancy.admin import admin_user
+        from billing.ledger.services import LedgerInputError, credit_purchase_record
+
+        data = form.cleaned_data
+        try:
+            created = credit_purchase_record(
+                vendor_account=data["vendor_account"],
+                amount=data["amount"],
+                currency=data["currency"],
+                kind=data["kind"],
+                effective_at=data["effective_at"],
+                expires_at=data.get("expires_at"),
+                note=data.get("note", ""),
+                actor=admin_user(request),
+            )
+        except LedgerInputError as exc:
+            messages.error(request, str(exc))
+            return
+        obj.pk, obj._state.adding = created.pk, False
 
 
 @admin.register(Reconciliation)

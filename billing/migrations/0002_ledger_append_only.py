@@ -5,7 +5,7 @@ from django.db import migrations
 FORWARD = """
 CREATE OR REPLACE FUNCTION billing_ledgerentry_append_only() RETURNS trigger AS $$
 BEGIN
-    RAISE EXCEPTION 'billing_ledgerentry is append-only: post a correcting transaction instead of %', TG_OP;
+    RAISE EXCEPTION 'The ledger is append-only: post a correcting transaction instead of changing or deleting rows';
 END;
 $$ LANGUAGE plpgsql;
 CREATE TRIGGER billing_ledgerentry_append_only

@@ -395,3 +395,29 @@ def test_sync_command_reports_each_account_and_fails_when_one_fails(
         call_command("sync_vendor_accounts", account=account.pk, stdout=StringIO())
     with pytest.raises(CommandError, match="not a date"):
         call_command("sync_vendor_accounts", since="10/11/2026")
+
+
+def test_the_admin_shows_only_masks_and_takes_new_credentials_write_only(account: VendorAccount, db: Any) -> None:
+    from django.test import Client
+
+    from tests.factories import UserFactory
+
+    operator = UserFactory(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(operator)
+    page = client.get(f"/admin/providers/vendoraccount/{account.pk}/change/").content.decode()
+    assert ADMIN_KEY not in page and "sk-admin-…def" in page
+    new_key = "sk-admin-FAKE-rotated-9999999999abc"
+    form = {
+        "organization": account.organization_id,
+        "vendor": "openai",
+        "label": account.label,
+        "api_base": account.api_base,
+        "sync_interval_minutes": 60,
+        "trailing_days": 3,
+        "new_credentials": f'{{"admin_key": "{new_key}"}}',
+    }
+    assert client.post(f"/admin/providers/vendoraccount/{account.pk}/change/", form).status_code == 302
+    account.refresh_from_db()
+    assert vault.decrypt(account.credentials_encrypted) == {"admin_key": new_key}
+    assert new_key not in client.get(f"/admin/providers/vendoraccount/{account.pk}/change/").content.decode()

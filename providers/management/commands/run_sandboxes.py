@@ -14,7 +14,9 @@ class Command(BaseCommand):
     help = "Serve the sandbox vendor APIs on 127.0.0.1 (ports from SANDBOX_PORT_BASE) until stopped."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--sync-demo", action="store_true", help="Queue a sync of the demo accounts once serving.")
+        parser.add_argument(
+            "--sync-demo", action="store_true", help="Sync, settle and invoice the demo customers once serving."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         servers = []
@@ -23,10 +25,10 @@ class Command(BaseCommand):
             servers.append(server)
             self.stdout.write(f"{sandbox.vendor:>13} sandbox at {server.url}{sandbox.api_path}")
         if options["sync_demo"]:
-            from aggregator.system.demo import demo_sync_queue
+            from aggregator.system.demo import demo_pipeline
 
-            runs = demo_sync_queue()
-            self.stdout.write(f"Queued {len(runs)} demo sync(s).")
+            # In the background, so the servers answer while the demo syncs, settles and closes.
+            threading.Thread(target=demo_pipeline, kwargs={"stdout": self.stdout}, daemon=True).start()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())

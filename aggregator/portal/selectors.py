@@ -1,0 +1,110 @@
+"""What the portal dashboard shows, read in a fixed number of queries whatever the data volume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+
+from aggregator.tenancy.models import Organization
+from billing.alerts.models import Alert
+from billing.ledger import accounts
+from billing.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction
+from billing.ledger.selectors import BURN_WINDOW_DAYS, burn_rate, runway
+from providers.models import VendorAccount
+
+
+@dataclass(frozen=True)
+class VendorCard:
+    account: VendorAccount
+    balance: Decimal | None
+    currency: str
+    burn_rate_per_day: Decimal
+    runway_days: Decimal | None
+    depletion_date: date | None
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    currency: str
+    month_to_date: Decimal
+    last_month_same_days: Decimal
+    cards: list[VendorCard]
+    alerts: list[Alert]
+    daily: list[tuple[date, dict[str, Decimal]]]  # per day, charged amount by vendor (invoice currency)
+
+
+def dashboard_for(*, organization: Organization, today: date | None = None) -> Dashboard:
+    today = today or timezone.now().date()
+    month_start = today.replace(day=1)
+    last_month_start = (month_start - timedelta(days=1)).replace(day=1)
+    window_start = min(last_month_start, today - timedelta(days=BURN_WINDOW_DAYS + 1))
+    charges = LedgerEntry.objects.filter(
+        account__key=_debit_key(organization),
+        transaction__kind=LedgerTransaction.Kind.CUSTOMER_CHARGE,
+        transaction__settlement_day__gte=window_start,
+    ).values_list(
+        "transaction__settlement_day", "transaction__vendor_account__vendor", "amount"
+    )  # one query: every charge of the window
+    by_day: dict[date | None, dict[str, Decimal]] = {}
+    for day, vendor, amount in charges:
+        by_day.setdefault(day, {}).setdefault(vendor, Decimal(0))
+        by_day[day][vendor] += Decimal(amount)
+    mtd = Decimal(sum((sum(v.values()) for d, v in by_day.items() if d and d >= month_start), Decimal(0)))
+    same_days_last_month = last_month_start + timedelta(days=(today - month_start).days)
+    last = Decimal(
+        sum(
+            (sum(v.values()) for d, v in by_day.items() if d and last_month_start <= d <= same_days_last_month),
+            Decimal(0),
+        )
+    )
+    daily = [(d, by_day[d]) for d in sorted(d for d in by_day if d is not None) if d >= today - timedelta(days=30)]
+
+    vendor_accounts = list(VendorAccount.objects.filter(organization=organization).order_by("vendor", "label"))
+    prepaid = {
+        a.vendor_account_id: a
+        for a in LedgerAccount.objects.filter(organization=organization, key__startswith="vendor_prepaid:")
+    }
+    consumption = LedgerEntry.objects.filter(
+        account__organization=organization,
+        account__key__startswith="vendor_consumption:",
+        transaction__settlement_day__gte=today - timedelta(days=BURN_WINDOW_DAYS),
+        transaction__settlement_day__lt=today,
+    ).values_list("account__vendor_account_id", "transaction__settlement_day", "amount")
+    spent: dict[int | None, dict[date | None, Decimal]] = {}
+    for account_id, day, amount in consumption:
+        spent.setdefault(account_id, {}).setdefault(day, Decimal(0))
+        spent[account_id][day] += Decimal(amount)
+    cards = []
+    for account in vendor_accounts:
+        ledger = prepaid.get(account.pk)
+        days = [
+            spent.get(account.pk, {}).get(today - timedelta(days=BURN_WINDOW_DAYS - i), Decimal(0))
+            for i in range(BURN_WINDOW_DAYS)
+        ]
+        result = runway(
+            balance=Decimal(ledger.balance) if ledger else Decimal(0),
+            currency=ledger.currency if ledger else "",
+            burn=burn_rate(days),
+            today=today,
+        )
+        cards.append(
+            VendorCard(
+                account,
+                Decimal(ledger.balance) if ledger else None,
+                result.currency,
+                result.burn_rate_per_day,
+                result.runway_days,
+                result.depletion_date,
+            )
+        )
+    alerts = list(Alert.objects.filter(organization=organization, status=Alert.Status.OPEN)[:20])
+    return Dashboard(organization.currency, mtd, last, cards, alerts, daily)
+
+
+def _debit_key(organization: Organization) -> str:
+    if organization.billing_mode == Organization.BillingMode.PREPAID_WALLET:
+        return accounts.customer_wallet(organization.pk, organization.currency).key
+    return accounts.receivable(organization.pk, organization.currency).key

@@ -1,0 +1,1 @@
+"""Automatic top-ups: rules that watch a balance, and the charges they make through a gateway."""
