@@ -24,7 +24,8 @@ from providers.connectors.base import (
     connector_classes,
 )
 from providers.sandbox.anthropic import AnthropicSandbox, page_token
-from providers.sandbox.base import SandboxRequest, SandboxResponse, SandboxServer, SandboxVendor, serve
+from providers.sandbox.base import SandboxServer, serve
+from tests.providers.conftest import Canned, Recorder
 
 ADMIN_KEY = "sk-ant-admin01-TestSecretKey0123456789"
 WORKSPACE_KEY = "sk-ant-api03-WorkspaceSecret0123456789"
@@ -85,27 +86,8 @@ LAST_PAGE = {"data": [], "has_more": False, "next_page": None}
 AUGUST_1 = Window(datetime(2025, 8, 1, tzinfo=UTC), datetime(2025, 8, 2, tzinfo=UTC))
 
 
-class CannedAnthropic(SandboxVendor):
-    """Serves fixed bodies in order, to replay the documented responses literally."""
-
-    vendor = "anthropic"
-
-    def __init__(self, *bodies: Any) -> None:
-        super().__init__()
-        self.bodies = list(bodies)
-
-    def route(self, request: SandboxRequest) -> SandboxResponse:
-        return SandboxResponse(200, self.bodies.pop(0))
-
-
-class Recorder:
-    """Stands in for time.sleep: remembers the delays instead of waiting."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
+def CannedAnthropic(*bodies: Any) -> Canned:
+    return Canned("anthropic", *bodies)
 
 
 @pytest.fixture
@@ -117,11 +99,6 @@ def sandbox() -> AnthropicSandbox:
 def server(sandbox: AnthropicSandbox) -> Iterator[SandboxServer]:
     with serve(sandbox) as running:
         yield running
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
 
 
 def connect(server: SandboxServer, recorder: Recorder, key: str = ADMIN_KEY) -> AnthropicConnector:

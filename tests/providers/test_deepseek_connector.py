@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -22,8 +23,9 @@ from providers.connectors.base import (
     connector_classes,
 )
 from providers.connectors.deepseek import DeepSeekConnector
-from providers.sandbox.base import SandboxRequest, SandboxResponse, SandboxServer, SandboxVendor, serve
+from providers.sandbox.base import SandboxServer, serve
 from providers.sandbox.deepseek import DeepSeekSandbox
+from tests.providers.conftest import Canned, Recorder
 
 API_KEY = "sk-TestSecretDeepSeekKey0123456789abcdef"
 
@@ -41,27 +43,8 @@ DOCUMENTED_BALANCE = """{
 }"""
 
 
-class CannedDeepSeek(SandboxVendor):
-    """Serves fixed JSON texts in order, to replay the documented response literally."""
-
-    vendor = "deepseek"
-
-    def __init__(self, *bodies: str) -> None:
-        super().__init__()
-        self.bodies = list(bodies)
-
-    def route(self, request: SandboxRequest) -> SandboxResponse:
-        return SandboxResponse(200, self.bodies.pop(0))
-
-
-class Recorder:
-    """Stands in for time.sleep: remembers the delays instead of waiting."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
+def CannedDeepSeek(*bodies: Any) -> Canned:
+    return Canned("deepseek", *bodies)
 
 
 @pytest.fixture
@@ -73,11 +56,6 @@ def sandbox() -> DeepSeekSandbox:
 def server(sandbox: DeepSeekSandbox) -> Iterator[SandboxServer]:
     with serve(sandbox) as running:
         yield running
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
 
 
 def connect(server: SandboxServer, recorder: Recorder, key: str = API_KEY) -> DeepSeekConnector:

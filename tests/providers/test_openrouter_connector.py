@@ -22,8 +22,9 @@ from providers.connectors.base import (
     connector_classes,
 )
 from providers.connectors.openrouter import OpenRouterConnector, activity_days
-from providers.sandbox.base import SandboxRequest, SandboxResponse, SandboxServer, SandboxVendor, serve
+from providers.sandbox.base import SandboxServer, SandboxVendor, serve
 from providers.sandbox.openrouter import OpenRouterSandbox
+from tests.providers.conftest import Canned, Recorder
 
 MANAGEMENT_KEY = "sk-or-v1-mgmt-TestSecretKey0123456789abcdef"
 INFERENCE_KEY = "sk-or-v1-InferenceSecret0123456789abcdef"
@@ -36,27 +37,8 @@ DOCUMENTED_ACTIVITY = """{"data": [{"byok_usage_inference": 0.012, "completion_t
   "reasoning_tokens": 25, "requests": 5, "usage": 0.015}]}"""
 
 
-class CannedOpenRouter(SandboxVendor):
-    """Serves fixed JSON texts in order, to replay the documented responses literally."""
-
-    vendor = "openrouter"
-
-    def __init__(self, *bodies: str) -> None:
-        super().__init__()
-        self.bodies = list(bodies)
-
-    def route(self, request: SandboxRequest) -> SandboxResponse:
-        return SandboxResponse(200, self.bodies.pop(0))
-
-
-class Recorder:
-    """Stands in for time.sleep: remembers the delays instead of waiting."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
+def CannedOpenRouter(*bodies: Any) -> Canned:
+    return Canned("openrouter", *bodies)
 
 
 @pytest.fixture
@@ -68,11 +50,6 @@ def sandbox() -> OpenRouterSandbox:
 def server(sandbox: OpenRouterSandbox) -> Iterator[SandboxServer]:
     with serve(sandbox) as running:
         yield running
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
 
 
 def connect(server: SandboxServer, recorder: Recorder, key: str = MANAGEMENT_KEY) -> OpenRouterConnector:
