@@ -196,8 +196,22 @@ FX_ECB_FILE = env.str("FX_ECB_FILE", default=str(VAR_DIR / "fx" / "eurofxref-dai
 # Drift between a vendor-reported balance and the ledger beyond this (in the vendor's currency) is flagged.
 RECONCILIATION_TOLERANCE = env.str("RECONCILIATION_TOLERANCE", default="1.00")
 
+# --- Stripe ---------------------------------------------------------------------------------
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Another API address, e.g. a localstripe server (http://127.0.0.1:8420) for the offline demo and tests.
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_JS_URL = env.str("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
+
 # Payment gateways available (dotted paths). The test gateway is only offered in development.
-PAYMENT_GATEWAYS = env.list("PAYMENT_GATEWAYS", default=["billing.payments.gateways.fake.FakeGateway"] if DEBUG else [])
+PAYMENT_GATEWAYS = env.list(
+    "PAYMENT_GATEWAYS",
+    default=[
+        *(["billing.payments.gateways.fake.FakeGateway"] if DEBUG else []),
+        *(["billing.payments.gateways.stripe.StripeGateway"] if STRIPE_SECRET_KEY else []),
+    ],
+)
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -12,4 +12,5 @@ from billing.ledger.models import (  # noqa: F401
     VendorFee,
 )
 from billing.payments.models import PaymentMethod  # noqa: F401
+from billing.payments.records import Payment, WebhookEvent  # noqa: F401
 from billing.topups.models import TopUp, TopUpAttempt, TopUpRule  # noqa: F401

@@ -248,3 +248,22 @@ TENANT_FACTORIES.update(
         CreditNote: lambda organization: CreditNoteFactory(invoice=InvoiceFactory(organization=organization)),
     }
 )
+
+
+from billing.payments.records import Payment  # noqa: E402
+
+
+class PaymentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Payment
+
+    invoice = factory.SubFactory(InvoiceFactory)
+    organization = factory.LazyAttribute(lambda o: o.invoice.organization)
+    gateway = "stripe"
+    gateway_reference = factory.Sequence(lambda n: f"pi_factory_{n}")
+    idempotency_key = factory.Sequence(lambda n: f"invoice:factory:attempt:{n}")
+    amount = Decimal("10.00")
+    currency = "USD"
+
+
+TENANT_FACTORIES[Payment] = lambda organization: PaymentFactory(invoice=InvoiceFactory(organization=organization))

@@ -5,6 +5,7 @@ from aggregator.api.views import MemberViewSet, OrganizationCurrentApi
 from billing.alerts.api import AlertViewSet
 from billing.invoicing.api import CreditNoteViewSet, InvoiceViewSet
 from billing.ledger.api import VendorAccountLedgerViewSet, WalletApi
+from billing.payments.api import InvoicePaymentViewSet
 from billing.topups.api import PaymentMethodViewSet, TopUpRuleViewSet, TopUpViewSet
 from providers.api import (
     CostImportApi,
@@ -23,6 +24,8 @@ router.register("alerts", AlertViewSet, basename="alert")
 router.register("top-up-rules", TopUpRuleViewSet, basename="top-up-rule")
 router.register("top-ups", TopUpViewSet, basename="top-up")
 router.register("payment-methods", PaymentMethodViewSet, basename="payment-method")
+# Registered before InvoiceViewSet so the API root lists "invoices" once, for the main viewset.
+router.register("invoices", InvoicePaymentViewSet, basename="invoice-payment")
 router.register("invoices", InvoiceViewSet, basename="invoice")
 router.register("credit-notes", CreditNoteViewSet, basename="credit-note")
 router.register("sync-runs", SyncRunViewSet, basename="sync-run")

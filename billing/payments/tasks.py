@@ -1,0 +1,23 @@
+"""Envelopes: take ids, call one service. Both are safe to run twice (the services check the
+event's state under a lock). They belong on the payments queue (``task_routes``: ``billing.payments.*``)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+
+@shared_task(name="billing.payments.tasks.webhook_event_process")
+def webhook_event_process_task(webhook_event_id: int) -> None:
+    """Apply one stored gateway event (queued by the webhook view once the event is stored)."""
+    from billing.payments.services import webhook_event_process
+
+    webhook_event_process(webhook_event_id=webhook_event_id)
+
+
+@shared_task(name="billing.payments.tasks.webhook_events_retry")
+def webhook_events_retry_task() -> None:
+    """Every few minutes: events whose processing failed, or whose task was lost, are processed again."""
+    from billing.payments.services import webhook_events_retry
+
+    webhook_events_retry(now=timezone.now())

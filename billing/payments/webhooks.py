@@ -1,0 +1,37 @@
+"""``POST /webhooks/stripe/``: Stripe's signed event deliveries.
+
+The signature is checked over the raw body before anything is stored (400 otherwise, so a forged
+or replayed delivery leaves no trace); the event is stored once by id and answered with 200 at
+once; a task applies it after commit. Stripe retries a delivery that did not get a 2xx.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from aggregator.api.exceptions import error_body
+from billing.payments import services
+from billing.payments.gateways.base import PaymentConfigurationError, WebhookInvalid
+
+logger = logging.getLogger(__name__)
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> JsonResponse:
+    try:
+        record, created = services.webhook_event_receive(
+            gateway=services.STRIPE, body=request.body, headers=request.headers
+        )
+    except WebhookInvalid as exc:
+        logger.warning("Stripe webhook refused: %s", exc.message)
+        return JsonResponse(error_body("webhook_invalid", exc.message), status=400)
+    except PaymentConfigurationError as exc:
+        # Our misconfiguration: not 2xx, so Stripe delivers again once it is fixed.
+        logger.error("Stripe webhook not accepted: %s", exc.message)
+        return JsonResponse(error_body("payments_unavailable", exc.message), status=503)
+    return JsonResponse({"received": True, "event": record.event_id, "duplicate": not created})
