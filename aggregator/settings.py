@@ -243,6 +243,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "status": give each choice set its own schema name.
+    "ENUM_NAME_OVERRIDES": {
+        "InvoiceStatusEnum": "billing.invoicing.models.Invoice.Status",
+        "SyncRunStatusEnum": "providers.models.SyncRun.Status",
+        "VendorAccountStatusEnum": "providers.models.VendorAccount.Status",
+        "AlertStatusEnum": "billing.alerts.models.Alert.Status",
+        "TopUpStatusEnum": "billing.topups.models.TopUp.Status",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------------

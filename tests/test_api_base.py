@@ -124,3 +124,10 @@ def test_openapi_schema_and_docs_are_served(owner_client: APIClient) -> None:
     docs = owner_client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content
+
+
+def test_the_openapi_schema_generates_without_warnings(tmp_path: Any) -> None:
+    from django.core.management import call_command
+
+    call_command("spectacular", "--fail-on-warn", "--validate", "--file", str(tmp_path / "schema.yml"))
+    assert "/api/v1/vendor-accounts/{id}/balance/" in (tmp_path / "schema.yml").read_text()
