@@ -34,6 +34,9 @@ class PaymentMethod(TenantModel):
     exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
     wallet = models.CharField(max_length=20, choices=Wallet.choices, blank=True, default=Wallet.NONE)
     is_default = models.BooleanField(default=False)
+    is_fallback = models.BooleanField(
+        default=False, help_text="Charged when the default is declined (automatic payments and dunning)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -42,6 +45,12 @@ class PaymentMethod(TenantModel):
             models.UniqueConstraint(fields=["gateway", "gateway_reference"], name="unique_payment_method_reference"),
             models.UniqueConstraint(
                 fields=["organization"], condition=models.Q(is_default=True), name="one_default_payment_method"
+            ),
+            models.UniqueConstraint(
+                fields=["organization"], condition=models.Q(is_fallback=True), name="one_fallback_payment_method"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(is_default=True, is_fallback=True), name="payment_method_default_or_fallback"
             ),
         ]
 
