@@ -47,6 +47,11 @@ class VendorAccount(TenantModel):
     class Meta:
         ordering = ["vendor", "label"]
         constraints = [models.UniqueConstraint(fields=["organization", "label"], name="unique_account_label_per_org")]
+        # Operator console actions, granted to staff roles (aggregator.tenancy.staff).
+        permissions = [
+            ("sync_vendoraccount", "Can request a sync of vendor accounts"),
+            ("disable_vendoraccount", "Can disable vendor accounts"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} ({self.vendor})"

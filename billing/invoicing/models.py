@@ -97,6 +97,13 @@ class Invoice(TenantModel):
                 fields=["organization", "period_start", "period_end"], name="one_invoice_per_period"
             )
         ]
+        # Operator console actions, granted to staff roles (aggregator.tenancy.staff).
+        permissions = [
+            ("finalize_invoice", "Can finalize invoices"),
+            ("void_invoice", "Can void invoices"),
+            ("issue_credit_note", "Can issue credit notes"),
+            ("resend_invoice", "Can resend invoice emails"),
+        ]
 
     def __str__(self) -> str:
         return self.number or f"Draft {self.pk} ({self.period_start:%Y-%m})"

@@ -90,6 +90,7 @@ class Payment(TenantModel):
             ),
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="payment_amount_positive"),
         ]
+        permissions = [("refund_payment", "Can refund payments")]
 
     def __str__(self) -> str:
         return f"{self.idempotency_key}: {self.amount} {self.currency} ({self.status})"
