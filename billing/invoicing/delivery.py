@@ -172,12 +172,18 @@ def _tax_rows(invoice: Invoice) -> list[dict[str, str]]:
             "tax": money(Decimal(entry["tax"]), currency),
             "tax_jpy": "",
             "jpy_rate": "",
+            "tax_national": "",
+            "national_rate": "",
         }
         if entry.get("tax_jpy") is not None:
             row["tax_jpy"] = money(Decimal(entry["tax_jpy"]), "JPY")
             row["jpy_rate"] = (
                 f"1 {currency} = {_number(Decimal(entry['jpy_rate']))} JPY" if entry.get("jpy_rate") else ""
             )
+        if entry.get("tax_national") is not None:
+            national = entry["national_currency"]
+            row["tax_national"] = money(Decimal(entry["tax_national"]), national)
+            row["national_rate"] = f"1 {currency} = {_number(Decimal(entry['national_rate']))} {national}"
         rows.append(row)
     return rows
 
@@ -212,6 +218,7 @@ def invoice_document_context(invoice: Invoice) -> dict[str, Any]:
         "period_end": _date(invoice.period_end),
         "groups": _vendor_groups(list(invoice.lines.all()), currency),
         "taxes": taxes,
+        "national_currency": next((e["national_currency"] for e in invoice.tax_breakdown if "tax_national" in e), ""),
         "show_taxes": regime != "none" or any(Decimal(e["tax"]) for e in invoice.tax_breakdown),
         "subtotal": money(invoice.subtotal, currency),
         "tax_total": money(invoice.tax_total, currency),

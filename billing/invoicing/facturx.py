@@ -185,6 +185,14 @@ def invoice_cii_data(invoice: Invoice, *, pay_url: str) -> dict[str, Any]:
         "BT-115": _amount(invoice.amount_due, currency),
         **_payment_means(str(seller.get("bank_details") or "")),
     }
+    national = {entry["national_currency"] for entry in invoice.tax_breakdown if entry.get("national_currency")}
+    if len(national) == 1:
+        # BT-6 / BT-111: the VAT total in the national currency of the member state (Art. 230).
+        data["BT-6"] = national_currency = national.pop()
+        data["BT-111"] = _amount(
+            sum((Decimal(entry.get("tax_national") or 0) for entry in invoice.tax_breakdown), Decimal(0)),
+            national_currency,
+        )
     if invoice.due_date is not None:
         data["BT-9"] = invoice.due_date
     if invoice.tax_note:

@@ -9,12 +9,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from aggregator.money import quantize, to_decimal
+from aggregator.money import RoundingMode, quantize, to_decimal
 from aggregator.tenancy.models import ApiKey, User
 from aggregator.tenancy.services import audit_record
 from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSeries
 from billing.invoicing.numbering import document_number_next
-from billing.invoicing.tax import tax_by_rate
+from billing.invoicing.tax import eu_national_currency, tax_by_rate
 
 
 class InvoiceError(Exception):
@@ -62,21 +62,38 @@ def invoice_totals_refresh(*, invoice: Invoice) -> Invoice:
     return invoice
 
 
-def _jpy_tax(invoice: Invoice, on: date) -> None:
-    """A qualified invoice in another currency also states the consumption tax in yen."""
+def _tax_in_currency(invoice: Invoice, on: date, *, currency: str, prefix: str, rounding: RoundingMode) -> None:
+    """State each rate's tax also in ``currency`` at the rate of ``on`` (or the last publication
+    day before it): ``<prefix>`` and ``<prefix>_rate`` in the tax breakdown."""
     from billing.fx.selectors import FxRateMissing, convert
 
+    if invoice.currency == currency:
+        return
     for entry in invoice.tax_breakdown:
-        if invoice.currency == "JPY":
-            continue
         try:
-            yen, quote = convert(
-                amount=Decimal(entry["tax"]), from_currency=invoice.currency, to_currency="JPY", day=on
+            converted, quote = convert(
+                amount=Decimal(entry["tax"]), from_currency=invoice.currency, to_currency=currency, day=on
             )
         except FxRateMissing as exc:
-            raise InvoiceError(f"Cannot state the tax in JPY: {exc}") from None
-        entry["tax_jpy"] = str(quantize(yen, "JPY", rounding=_tax_rounding(invoice)))
-        entry["jpy_rate"] = str(quote.rate)
+            raise InvoiceError(f"Cannot state the tax in {currency}: {exc}") from None
+        entry[prefix] = str(quantize(converted, currency, rounding=rounding))
+        entry[f"{prefix.removeprefix('tax_')}_rate"] = str(quote.rate)
+
+
+def _jpy_tax(invoice: Invoice, on: date) -> None:
+    """A qualified invoice in another currency also states the consumption tax in yen."""
+    _tax_in_currency(invoice, on, currency="JPY", prefix="tax_jpy", rounding=_tax_rounding(invoice))
+
+
+def _national_vat(invoice: Invoice, on: date) -> None:
+    """EU VAT charged in another currency is also stated in the national currency of the member
+    state of supply (Art. 230 VAT Directive): the customer's country, where e-services are taxed."""
+    currency = eu_national_currency(invoice.organization.country)
+    if not invoice.tax_total or invoice.currency == currency:
+        return
+    _tax_in_currency(invoice, on, currency=currency, prefix="tax_national", rounding="ROUND_HALF_UP")
+    for entry in invoice.tax_breakdown:
+        entry["national_currency"] = currency
 
 
 def _snapshot_customer(invoice: Invoice) -> dict[str, str]:
@@ -120,6 +137,8 @@ def invoice_finalize(
         on = on or timezone.now().date()
         if invoice.issuer.tax_regime == "jp_consumption":
             _jpy_tax(invoice, on)
+        elif invoice.issuer.tax_regime == "eu_vat":
+            _national_vat(invoice, on)
         invoice.number = document_number_next(issuer=invoice.issuer, kind=NumberSeries.Kind.INVOICE, on=on)
         invoice.issue_date = on
         invoice.due_date = on + timedelta(days=invoice.organization.payment_terms_days)
@@ -135,7 +154,13 @@ def invoice_finalize(
             actor=actor,
             actor_api_key=actor_api_key,
             obj=invoice,
-            after={"number": invoice.number, "total": str(invoice.total), "amount_due": str(invoice.amount_due)},
+            before={"status": Invoice.Status.DRAFT},
+            after={
+                "status": invoice.status,
+                "number": invoice.number,
+                "total": str(invoice.total),
+                "amount_due": str(invoice.amount_due),
+            },
         )
         from billing.invoicing.tasks import invoice_deliver_task
 
@@ -196,10 +221,16 @@ def invoice_void(*, invoice_id: int, actor: User | None = None, reason: str = ""
         raise InvoiceError(f"Invoice {invoice.number} has payments: issue a credit note and refund instead.")
     if invoice.status == Invoice.Status.VOID:
         return invoice
+    before = {"status": invoice.status}
     invoice.status = Invoice.Status.VOID
     invoice.save(update_fields=["status"])
     audit_record(
-        action="invoice.void", organization=invoice.organization, actor=actor, obj=invoice, after={"reason": reason}
+        action="invoice.void",
+        organization=invoice.organization,
+        actor=actor,
+        obj=invoice,
+        before=before,
+        after={"status": invoice.status, "reason": reason},
     )
     return invoice
 
@@ -245,7 +276,8 @@ def credit_note_issue(*, invoice_id: int, amount: Decimal, reason: str, actor: U
         organization=invoice.organization,
         actor=actor,
         obj=note,
-        after={"invoice": invoice.number, "amount": str(amount), "reason": reason},
+        before={"invoice": invoice.number, "credited": str(credited)},
+        after={"invoice": invoice.number, "credited": str(credited + amount), "amount": str(amount), "reason": reason},
     )
     return note
 

@@ -44,9 +44,25 @@ EU_VAT_RATES: dict[str, Decimal] = {
         "SK": "23",
     }.items()
 }
+# Member states outside the euro area keep their own currency (Bulgaria joined the euro on
+# 2026-01-01). Art. 230 VAT Directive: VAT payable is stated in the national currency of the member
+# state of supply, whatever the invoice currency.
+EU_NON_EURO_CURRENCIES: dict[str, str] = {
+    "CZ": "CZK",
+    "DK": "DKK",
+    "HU": "HUF",
+    "PL": "PLN",
+    "RO": "RON",
+    "SE": "SEK",
+}
 JP_CONSUMPTION_RATE = Decimal(10)
 REVERSE_CHARGE_NOTE = "Reverse charge: VAT to be accounted for by the recipient (Art. 196 VAT Directive 2006/112/EC)."
 OUTSIDE_EU_NOTE = "Service outside the scope of EU VAT (place of supply: the customer's country, Art. 44)."
+
+
+def eu_national_currency(country: str) -> str:
+    """The currency in which VAT payable in ``country`` (an EU member state) is stated."""
+    return EU_NON_EURO_CURRENCIES.get(country, "EUR")
 
 
 @dataclass(frozen=True)

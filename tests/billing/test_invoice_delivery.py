@@ -470,6 +470,53 @@ def test_eu_domestic_b2c_invoice_states_vat_in_the_facturx_breakdown(
     assert "VAT 6.92 EUR" in text and "Total 43.32 EUR" in text
 
 
+def test_eu_vat_in_another_currency_is_also_stated_in_the_national_currency(
+    django_capture_on_commit_callbacks: Any, tmp_path: Path
+) -> None:
+    # Art. 230: a Polish consumer's VAT on a EUR invoice is also stated in PLN at the day's ECB rate.
+    FxRate.objects.create(date=ON, base="EUR", quote="PLN", rate=Decimal("4.2500"), source="ecb")
+    invoice = _eu_invoice(
+        django_capture_on_commit_callbacks,
+        country="PL",
+        tax_id="",
+        legal_name="Jan Kowalski",
+        address="ul. Prosta 1\n00-001 Warszawa",
+    )
+    # 23% of 36.40 EUR = 8.372 -> 8.37 EUR; 8.37 x 4.25 = 35.5725 -> 35.57 PLN.
+    (entry,) = invoice.tax_breakdown
+    assert Decimal(entry.pop("national_rate")) == Decimal("4.25")
+    assert [entry] == [
+        {
+            "rate": "23",
+            "base": "36.40",
+            "tax": "8.37",
+            "tax_national": "35.57",
+            "national_currency": "PLN",
+        }
+    ]
+    data = _stored_pdf(invoice)
+    root = etree.fromstring(facturx.get_facturx_xml_from_pdf(data, check_xsd=True)[1])
+    assert root.xpath("//ram:TaxCurrencyCode/text()", namespaces=NS) == ["PLN"]
+    summation = "//ram:SpecifiedTradeSettlementHeaderMonetarySummation"
+    totals = {
+        node.get("currencyID"): Decimal(node.text)
+        for node in root.xpath(f"{summation}/ram:TaxTotalAmount", namespaces=NS)
+    }
+    assert totals == {"EUR": Decimal("8.37"), "PLN": Decimal("35.57")}
+    text = _text(data, tmp_path)
+    assert "VAT in PLN" in text
+    assert "8.37 EUR 35.57 PLN" in text and "1 EUR = 4.25 PLN" in text
+
+
+def test_eu_vat_in_the_national_currency_needs_the_days_rate(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from billing.invoicing.services import InvoiceError
+
+    with pytest.raises(InvoiceError, match="Cannot state the tax in PLN"):
+        _eu_invoice(django_capture_on_commit_callbacks, country="PL", tax_id="", legal_name="Jan Kowalski")
+
+
 def test_eu_issuer_outside_eu_customer_gets_category_o_without_vat_ids(
     django_capture_on_commit_callbacks: Any, tmp_path: Path
 ) -> None:

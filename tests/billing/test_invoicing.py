@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
@@ -93,8 +94,19 @@ def test_eu_vat_reverse_charge_for_a_valid_b2b_vat_id_abroad(db: Any) -> None:
     assert invoice.tax_total == Decimal(0)
     assert "Reverse charge" in invoice.tax_note
     b2c, *_ = _org_with_usage(country="FR", tax_id="")
+    # A USD invoice also states the French consumer's VAT in euros (Art. 230), at the day's rate.
+    FxRate.objects.create(date=timezone.now().date(), base="USD", quote="EUR", rate=Decimal("0.95"), source="manual")
     taxed = period_close(organization=b2c, period="2026-10")
-    assert taxed.tax_breakdown == [{"rate": "20", "base": "40.02", "tax": "8.00"}]
+    assert taxed.tax_breakdown == [
+        {
+            "rate": "20",
+            "base": "40.02",
+            "tax": "8.00",
+            "tax_national": "7.60",
+            "national_rate": "0.95",
+            "national_currency": "EUR",
+        }
+    ]
     assert taxed.total == Decimal("48.02")
 
 
