@@ -5,7 +5,7 @@ PORT ?= 8000
 PYTEST_ARGS ?= -n auto
 BIN := $(VENV)/bin
 
-.PHONY: run test install system-deps demo lint typecheck check-deploy clean
+.PHONY: run test install system-deps demo demo-env lint typecheck check-deploy clean
 
 system-deps:
 	./scripts/system-deps.sh
@@ -22,13 +22,19 @@ install: $(VENV)/.installed
 .env:
 	printf 'DEBUG=1\n' > .env
 
-demo: system-deps install .env
+# The offline demo pays through localstripe on loopback, with obviously fake test keys (added once).
+demo-env: .env
+	@grep -q '^STRIPE_API_BASE=' .env || printf '%s\n' STRIPE_SECRET_KEY=sk_test_FAKE_demo \
+	  STRIPE_PUBLISHABLE_KEY=pk_test_FAKE_demo STRIPE_WEBHOOK_SECRET=whsec_FAKE_demo \
+	  STRIPE_API_BASE=http://127.0.0.1:8420 STRIPE_JS_URL=http://127.0.0.1:8420/js.stripe.com/v3/ >> .env
+
+demo: system-deps install demo-env
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
 
 run: demo
 	@echo "Starting web, worker and beat on http://127.0.0.1:$(PORT)/ (Ctrl-C stops all three)"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.dev -p $(PORT)
+	SITE_URL=http://127.0.0.1:$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.dev -p $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
@@ -42,6 +48,9 @@ check-deploy: install
 	DEBUG=0 ALLOWED_HOSTS=billing.example.com \
 	SECRET_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(60))')" \
 	CREDENTIALS_KEYS="$$($(BIN)/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
+	STRIPE_SECRET_KEY=sk_test_FAKE_deploy_check STRIPE_PUBLISHABLE_KEY=pk_test_FAKE_deploy_check \
+	STRIPE_WEBHOOK_SECRET=whsec_FAKE_deploy_check PAYPAL_CLIENT_ID=FAKE-deploy-check \
+	PAYPAL_CLIENT_SECRET=FAKE-deploy-check PAYPAL_WEBHOOK_ID=FAKE-deploy-check \
 	$(BIN)/python manage.py check --deploy --fail-level WARNING
 
 test: system-deps lint typecheck check-deploy
