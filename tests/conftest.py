@@ -9,6 +9,9 @@ from aggregator.tenancy.models import Organization, Role, User
 from aggregator.tenancy.services import api_key_create
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 
+# The browser tests' screenshot folder and the report line naming it (run by the controlling process).
+pytest_plugins = ["tests.e2e.plugin"]
+
 
 @pytest.fixture
 def organization(db: Any) -> Organization:
