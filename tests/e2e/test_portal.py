@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
-from django.utils import translation
+from django.utils import timezone, translation
 from playwright.sync_api import Page, expect
 
-from aggregator.tenancy.models import User
+from aggregator.tenancy.models import Organization, User
+from billing.ledger.flows import vendor_account_settle
+from billing.ledger.services import credit_purchase_record
+from providers.models import SyncRun
+from providers.sandbox.base import SandboxServer
+from providers.sandbox.demo import DEMO_KEYS, DEMO_SANDBOXES
+from providers.services import sync_run_request, vendor_account_create
 from tests.e2e.browser import sign_in
 
 pytestmark = pytest.mark.e2e
@@ -59,3 +67,59 @@ def japanese(message: str) -> str:
         translated = translation.gettext(message)
     assert translated != message, f"No Japanese translation of {message!r} in locale/ja"
     return translated
+
+
+def test_dashboard_figures_equal_the_apis(
+    page: Page, organization: Organization, sandboxes: dict[str, SandboxServer], shot: Shot
+) -> None:
+    """Two accounts synced from the sandboxes, credits bought, the day's settlement run: each figure
+    of the dashboard is the one the API gives."""
+    today = timezone.now().date()
+    accounts = {}
+    for sandbox in DEMO_SANDBOXES:
+        if sandbox.vendor in sandboxes:
+            account = vendor_account_create(
+                organization=organization,
+                vendor=sandbox.vendor,
+                label=sandbox.label,
+                credentials=DEMO_KEYS[sandbox.vendor],
+                api_base=sandboxes[sandbox.vendor].url + sandbox.api_path,
+            )
+            run = sync_run_request(account=account, trigger=SyncRun.Trigger.COMMAND)  # runs on commit (eager)
+            run.refresh_from_db()
+            assert run.status == SyncRun.Status.SUCCEEDED, run.error
+            credit_purchase_record(
+                vendor_account=account,
+                amount=Decimal("5000.00"),
+                currency="USD",
+                kind="purchase",
+                effective_at=timezone.now() - timedelta(days=45),
+            )
+            vendor_account_settle(vendor_account_id=account.pk)
+            accounts[sandbox.vendor] = account
+
+    sign_in(page)
+    shot("dashboard")
+    for vendor, account in accounts.items():
+        api = page.request.get(f"/api/v1/vendor-accounts/{account.pk}/balance/").json()
+        card = page.locator(f"#vendors article[data-vendor={vendor}]")
+        expect(card.locator("h3")).to_have_text(account.label)
+        figures = card.locator("dd")
+        expect(figures.nth(0)).to_have_text(f"{cents(api['balance'])} USD")
+        expect(figures.nth(1)).to_have_text(f"{cents(api['burn_rate_per_day'])} USD/day")
+        expect(figures.nth(2)).to_have_text(f"{api['runway_days']} days ({api['depletion_date']})")
+        assert Decimal(api["balance"]) < Decimal("5000.00")  # the synced spend was charged against it
+
+    month_start = today.replace(day=1)
+    spent = Decimal(0)
+    url: str | None = f"/api/v1/costs/daily/?start={month_start}&page_size=500"
+    while url:
+        body = page.request.get(url).json()
+        spent += sum((Decimal(row["billed_cost"]) for row in body["results"]), Decimal(0))
+        url = body["next"]
+    expect(page.get_by_test_id("mtd")).to_have_text(f"{cents(spent)} USD")
+
+
+def cents(amount: str | Decimal) -> str:
+    """How the portal shows an amount (Django's floatformat:2 rounds half up)."""
+    return str(Decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
