@@ -11,6 +11,7 @@ from pathlib import Path
 import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import reverse_lazy
 from django.utils.translation import gettext_lazy as _
 
 # Lets Django's generic classes (ModelAdmin[Model], QuerySet[Model]) be subscripted at run time.
@@ -40,6 +41,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}").rstrip("/")
 
 INSTALLED_APPS = [
+    # The operator console's theme; it overrides admin templates, so it comes before django.contrib.admin.
+    "unfold",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -89,6 +92,17 @@ TEMPLATES = [
         },
     },
 ]
+
+# --- Operator console (django-unfold) ---------------------------------------------------------
+UNFOLD = {
+    "SITE_TITLE": "Operator console",
+    "SITE_HEADER": "AI Invoice Aggregator",
+    "SITE_SYMBOL": "receipt_long",
+    "SITE_DROPDOWN": [
+        {"icon": "monitoring", "title": _("Operator dashboard"), "link": reverse_lazy("admin:dashboard")},
+        {"icon": "home", "title": _("Customer portal"), "link": "/"},
+    ],
+}
 
 # --- Database -------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}

@@ -1,27 +1,59 @@
+"""Operator console: staff users and roles, customer organizations with their accounts, balances
+and invoices, issuers, API keys and the audit log."""
+
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 
+from aggregator.tenancy.admin_base import (
+    AuditedModelAdmin,
+    ModelAdmin,
+    ReadOnlyModelAdmin,
+    ReadOnlyTabularInline,
+    TabularInline,
+    admin_user,
+)
 from aggregator.tenancy.models import ApiKey, AuditEvent, Issuer, Membership, Organization, User
 from aggregator.tenancy.services import api_key_create, api_key_revoke
+from billing.invoicing.models import Invoice
+from billing.ledger.models import LedgerAccount
+from providers.models import VendorAccount
+
+__all__ = ["admin_user"]  # imported from here by the other apps' admin modules
+
+# How many of an organization's invoices its page lists (the rest: one click away).
+RECENT_INVOICES = 12
+
+admin.site.unregister(Group)
 
 
-def admin_user(request: HttpRequest) -> User:
-    """The signed-in staff user of an admin request (the admin refuses anonymous requests)."""
-    assert isinstance(request.user, User)
-    return request.user
+@admin.register(Group)
+class GroupAdmin(BaseGroupAdmin, AuditedModelAdmin):
+    """Staff roles. ``finance`` and ``support`` are rewritten on every migrate (aggregator.tenancy.staff)."""
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(BaseUserAdmin, AuditedModelAdmin):
+    form = UserChangeForm
+    add_form = UserCreationForm
+    change_password_form = AdminPasswordChangeForm
     ordering = ["email"]
     list_display = ["email", "full_name", "is_staff", "is_active", "date_joined"]
+    list_filter = ["is_staff", "is_superuser", "is_active", "groups"]
     search_fields = ["email", "full_name"]
     fieldsets = (
         (None, {"fields": ("email", "password", "full_name")}),
@@ -31,24 +63,75 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
 
-class MembershipInline(admin.TabularInline[Membership, Organization]):
+class MembershipInline(TabularInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
 
 
+class VendorAccountInline(ReadOnlyTabularInline):
+    model = VendorAccount
+    fields = ["label", "vendor", "status", "last_success_at", "failure_streak"]
+    readonly_fields = fields
+    verbose_name_plural = _("Vendor accounts")
+
+
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin[Organization]):
+class OrganizationAdmin(AuditedModelAdmin):
     list_display = ["name", "slug", "currency", "billing_mode", "country", "created_at"]
     search_fields = ["name", "slug", "legal_name"]
     list_filter = ["billing_mode", "currency"]
     prepopulated_fields = {"slug": ("name",)}
-    inlines = [MembershipInline]
+    inlines = [MembershipInline, VendorAccountInline]
+    readonly_fields = ["balances", "invoices"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Organization | None = None) -> Any:
+        fields = [f for f in self.get_fields(request, obj) if f not in ("balances", "invoices")]
+        sets: list[tuple[Any, dict[str, Any]]] = [(None, {"fields": fields})]
+        if obj is not None:
+            sets.append((_("Money"), {"fields": ["balances", "invoices"]}))
+        return sets
+
+    @admin.display(description=_("Ledger balances"))
+    def balances(self, obj: Organization) -> SafeString:
+        accounts = LedgerAccount.objects.filter(organization=obj).order_by("key")[:50]
+        if not accounts:
+            return format_html("{}", _("No ledger accounts yet."))
+        url = reverse("admin:billing_ledgeraccount_changelist") + f"?organization__id__exact={obj.pk}"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td class='text-right'>{} {}</td></tr>",
+            ((a.key, a.balance, a.currency) for a in accounts),
+        )
+        return format_html("<table>{}</table><a href='{}'>{}</a>", rows, url, _("All ledger accounts"))
+
+    @admin.display(description=_("Invoices"))
+    def invoices(self, obj: Organization) -> SafeString:
+        recent = Invoice.objects.filter(organization=obj).order_by("-period_start", "-id")[:RECENT_INVOICES]
+        if not recent:
+            return format_html("{}", _("No invoices yet."))
+        rows = format_html_join(
+            "",
+            "<tr><td><a href='{}'>{}</a></td><td>{}</td><td class='text-right'>{} {}</td><td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:billing_invoice_change", args=[i.pk]),
+                    i,
+                    i.period_start.strftime("%Y-%m"),
+                    i.amount_due,
+                    i.currency,
+                    i.get_status_display(),
+                )
+                for i in recent
+            ),
+        )
+        url = reverse("admin:billing_invoice_changelist") + f"?organization__id__exact={obj.pk}"
+        return format_html("<table>{}</table><a href='{}'>{}</a>", rows, url, _("All invoices"))
 
 
 @admin.register(Issuer)
-class IssuerAdmin(admin.ModelAdmin[Issuer]):
-    list_display = ["name", "country", "vat_id", "jp_registration_number", "is_default"]
+class IssuerAdmin(AuditedModelAdmin):
+    list_display = ["name", "country", "vat_id", "jp_registration_number", "tax_regime", "is_default"]
 
 
 class ApiKeyForm(forms.ModelForm[ApiKey]):
@@ -58,7 +141,7 @@ class ApiKeyForm(forms.ModelForm[ApiKey]):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+class ApiKeyAdmin(ModelAdmin):
     form = ApiKeyForm
     list_display = ["name", "organization", "masked", "role", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["role"]
@@ -94,17 +177,67 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
 
 
+def _shown(value: Any) -> str:
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def audit_changes_table(before: dict[str, Any] | None, after: dict[str, Any] | None) -> SafeString:
+    """The values before and after, one row per field, changed fields marked."""
+    before, after = before or {}, after or {}
+    if not before and not after:
+        return format_html("{}", "—")
+    keys = list(dict.fromkeys([*before, *after]))
+    rows = format_html_join(
+        "",
+        "<tr{}><th class='pr-4 text-left'>{}</th><td class='pr-4'>{}</td><td>{}</td></tr>",
+        (
+            (
+                format_html(" class='{}'", "font-semibold") if before.get(k) != after.get(k) else "",
+                k,
+                _shown(before.get(k)) if k in before else "",
+                _shown(after.get(k)) if k in after else "",
+            )
+            for k in keys
+        ),
+    )
+    return format_html(
+        "<table><thead><tr><th></th><th class='pr-4 text-left'>{}</th><th class='text-left'>{}</th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        _("Before"),
+        _("After"),
+        rows,
+    )
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
+class AuditEventAdmin(ReadOnlyModelAdmin):
+    """The audit log: who did what, when, to which object, before and after. Nobody edits it."""
+
     list_display = ["created_at", "action", "organization", "actor", "actor_api_key", "object_type", "object_id"]
-    list_filter = ["action"]
+    list_filter = [
+        "action",
+        ("created_at", admin.DateFieldListFilter),
+        ("actor", admin.RelatedOnlyFieldListFilter),
+        ("organization", admin.RelatedOnlyFieldListFilter),
+        "object_type",
+    ]
+    date_hierarchy = "created_at"
     search_fields = ["action", "object_id", "organization__slug", "actor__email"]
+    list_select_related = ["organization", "actor", "actor_api_key"]
+    fields = [
+        "created_at",
+        "action",
+        "organization",
+        "actor",
+        "actor_api_key",
+        "object_type",
+        "object_id",
+        "changes",
+    ]
+    readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    @admin.display(description=_("Changes"))
+    def changes(self, obj: AuditEvent) -> SafeString:
+        return audit_changes_table(obj.before, obj.after)

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from aggregator.tenancy.admin_base import AuditedModelAdmin, ModelAdmin
 from billing.alerts.models import Alert, AlertPolicy
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ModelAdmin):
     list_display = ["created_at", "organization", "kind", "subject", "status", "notified_at"]
     list_filter = ["kind", "status"]
     search_fields = ["organization__slug", "message"]
@@ -24,7 +25,7 @@ class AlertAdmin(admin.ModelAdmin):
 
 
 @admin.register(AlertPolicy)
-class AlertPolicyAdmin(admin.ModelAdmin):
+class AlertPolicyAdmin(AuditedModelAdmin):
     list_display = [
         "organization",
         "low_balance_amount",

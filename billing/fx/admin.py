@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from aggregator.money import CurrencyError, currency_code
+from aggregator.tenancy.admin_base import ModelAdmin
 from aggregator.tenancy.models import User
 from billing.fx.models import FxRate
 from billing.fx.services import fx_rate_delete_manual, fx_rate_set_manual
@@ -56,7 +57,7 @@ class FxRateForm(forms.ModelForm[FxRate]):
 
 
 @admin.register(FxRate)
-class FxRateAdmin(admin.ModelAdmin[FxRate]):
+class FxRateAdmin(ModelAdmin):
     form = FxRateForm
     list_display = ["date", "base", "quote", "rate", "source", "created_by"]
     list_filter = ["source", "base", "quote", "date"]

@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from aggregator.tenancy.admin_base import AuditedModelAdmin, ReadOnlyModelAdmin, ReadOnlyTabularInline, admin_user
 from billing.ledger.models import (
     CreditPurchase,
     LedgerAccount,
@@ -16,43 +17,41 @@ from billing.ledger.models import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyModelAdmin):
     """The ledger is append-only: operators read it; money moves only through services."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(LedgerAccount)
 class LedgerAccountAdmin(ReadOnlyAdmin):
-    list_display = ["key", "kind", "currency", "balance", "organization"]
+    list_display = ["key", "kind", "currency", "balance", "organization", "vendor_account"]
     list_filter = ["kind", "currency"]
+    list_select_related = ["organization", "vendor_account"]
     search_fields = ["key", "organization__slug"]
 
 
-class LedgerEntryInline(admin.TabularInline):
+class LedgerEntryInline(ReadOnlyTabularInline):
     model = LedgerEntry
     fields = ("account", "amount", "currency", "effective_at")
     readonly_fields = ("account", "amount", "currency", "effective_at")
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    show_change_link = False
 
 
 @admin.register(LedgerTransaction)
 class LedgerTransactionAdmin(ReadOnlyAdmin):
     list_display = ["effective_at", "kind", "organization", "vendor_account", "settlement_day", "description"]
     list_filter = ["kind"]
+    list_select_related = ["organization", "vendor_account"]
     search_fields = ["idempotency_key", "description", "organization__slug"]
+    date_hierarchy = "effective_at"
     inlines = [LedgerEntryInline]
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ["effective_at", "account", "amount", "currency", "transaction"]
+    list_filter = ["currency", "account__kind"]
+    list_select_related = ["account", "transaction"]
+    search_fields = ["account__key", "transaction__idempotency_key"]
 
 
 class CreditPurchaseForm(forms.ModelForm):
@@ -69,12 +68,12 @@ class CreditPurchaseAdmin(ReadOnlyAdmin):
     form = CreditPurchaseForm
     list_display = ["vendor_account", "kind", "amount", "currency", "effective_at", "expires_at", "expired_amount"]
     list_filter = ["kind", "currency"]
+    list_select_related = ["vendor_account"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("billing.add_creditpurchase"))
 
     def save_model(self, request: HttpRequest, obj: CreditPurchase, form: Any, change: bool) -> None:
-        from aggregator.tenancy.admin import admin_user
         from billing.ledger.services import LedgerInputError, credit_purchase_record
 
         data = form.cleaned_data
@@ -102,5 +101,5 @@ class ReconciliationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(VendorFee)
-class VendorFeeAdmin(admin.ModelAdmin):
+class VendorFeeAdmin(AuditedModelAdmin):
     list_display = ["organization", "vendor", "percent"]
