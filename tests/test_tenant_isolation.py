@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
+from rest_framework.views import APIView
 
 from aggregator.tenancy.models import Organization, Role
 from aggregator.tenancy.scoping import OrganizationScopedMixin
@@ -77,6 +78,8 @@ def test_member_of_another_organization_gets_404(route: Route, auth: str, db: An
     assert cls is not None and issubclass(cls, OrganizationScopedMixin), (
         f"{route.pattern} takes an object id but its view does not use OrganizationScopedMixin."
     )
+    if auth == "api_key" and not issubclass(cls, APIView):
+        pytest.skip("portal pages take a signed-in session, not API keys")
     model = cls.get_scoped_model(cls())  # type: ignore[arg-type]
     foreign = create_for_organization(model, theirs)
     own = create_for_organization(model, mine)

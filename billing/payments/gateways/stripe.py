@@ -341,6 +341,74 @@ class StripeGateway:
             )
         return str(customer.id)
 
+    def payment_intent_confirm_token(self, reference: str, *, token: str, customer_reference: str = "") -> Intent:
+        """Confirm an invoice's PaymentIntent with a card token from Stripe.js ``createToken``
+        (card data went from the browser to Stripe). Stripe makes a PaymentMethod of the token;
+        localstripe cannot (payments.md §2.1, gap 5), so there the token becomes a card of the
+        customer. A 3-D Secure card leaves it in ``requires_action`` for ``confirmCardPayment``."""
+        client = self.client()
+        with self._errors():
+            if self.is_stripe:
+                method = client.v1.payment_methods.create(params={"type": "card", "card": {"token": token}})
+                intent = client.v1.payment_intents.confirm(
+                    reference, params={"payment_method": method.id, "use_stripe_sdk": True}
+                )
+                return self._intent(intent)
+            if not customer_reference:
+                raise PaymentConfigurationError("localstripe keeps cards on a customer: pass customer_reference.")
+            source = client.v1.customers.payment_sources.create(customer_reference, params={"source": token})
+            client.v1.payment_intents.update(
+                reference, params={"payment_method": str(source.id), "customer": customer_reference}
+            )
+            return self._intent(client.v1.payment_intents.confirm(reference))
+
+    def setup_intent_create(self, *, customer_reference: str, metadata: Mapping[str, str], idempotency_key: str) -> Any:
+        """A SetupIntent the browser confirms with ``stripe.confirmCardSetup`` to save a card for
+        off-session charges. Returns ``(id, client_secret)``."""
+        with self._errors():
+            setup = self.client().v1.setup_intents.create(
+                params={"customer": customer_reference, "usage": "off_session", "payment_method_types": ["card"],
+                        "metadata": dict(metadata)},
+                options={"idempotency_key": idempotency_key},
+            )  # fmt: skip
+        return str(setup.id), str(setup.client_secret or "")
+
+    def setup_intent_result(self, reference: str) -> tuple[SetupResult, str, dict[str, str]]:
+        """The payment method a confirmed SetupIntent saved, its customer and the SetupIntent's
+        metadata. Raises ``PaymentDeclined`` when it did not succeed."""
+        client = self.client()
+        with self._errors():
+            setup = client.v1.setup_intents.retrieve(reference)
+            data = _plain(setup)
+            if data.get("status") != "succeeded" or not data.get("payment_method"):
+                error = data.get("last_setup_error") or {}
+                raise self._declined(str(error.get("decline_code") or error.get("code") or "card_declined"))
+            customer = str(data.get("customer") or "")
+            method_id = (
+                data["payment_method"] if isinstance(data["payment_method"], str) else data["payment_method"]["id"]
+            )
+            method = client.v1.payment_methods.retrieve(method_id)
+            if customer and method.customer != customer:
+                # Stripe attaches on confirmation; localstripe does not.
+                method = client.v1.payment_methods.attach(method_id, params={"customer": customer})
+        plain = _plain(method)
+        card = plain.get("card") or {}
+        result = SetupResult(
+            "succeeded", str(plain["id"]), kind=str(plain.get("type") or "card"), brand=str(card.get("brand") or ""),
+            last4=str(card.get("last4") or ""), exp_month=_int(card.get("exp_month")),
+            exp_year=_int(card.get("exp_year")), wallet=_wallet(card),
+        )  # fmt: skip
+        return result, customer, {str(k): str(v) for k, v in (data.get("metadata") or {}).items()}
+
+    def payment_method_detach(self, reference: str, *, customer_reference: str = "") -> None:
+        """Detach a saved payment method (``pm_…``), or delete a saved card (``card_…``) of the
+        customer, at Stripe: it can no longer be charged."""
+        with self._errors():
+            if reference.startswith("pm_"):
+                self.client().v1.payment_methods.detach(reference)
+            elif reference.startswith(("card_", "src_")) and customer_reference:
+                self.client().v1.customers.payment_sources.delete(customer_reference, reference)
+
     # --- internals ----------------------------------------------------------------------------
 
     @staticmethod
@@ -421,6 +489,13 @@ def _header(headers: Mapping[str, str], name: str) -> str:
         if key.lower() == wanted:
             return value
     return ""
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _wallet(card: Mapping[str, Any]) -> str:
