@@ -188,6 +188,11 @@ EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Where operators are told about invoices that dunning could not collect (comma-separated);
+# empty: every active staff user.
+OPERATOR_EMAIL = env.str("OPERATOR_EMAIL", default="")
+# System checks to silence, e.g. billing.W002 when PayPal is deliberately not offered.
+SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
 
 # --- Vendor credentials at rest ----------------------------------------------------------------
 # Comma-separated Fernet keys, newest first. Encrypt with the first, decrypt with any.

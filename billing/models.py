@@ -11,6 +11,7 @@ from billing.ledger.models import (  # noqa: F401
     Reconciliation,
     VendorFee,
 )
+from billing.payments.dunning.models import DunningCase, DunningPolicy, DunningStep  # noqa: F401
 from billing.payments.models import PaymentMethod  # noqa: F401
 from billing.payments.records import Payment, WebhookEvent  # noqa: F401
 from billing.topups.models import TopUp, TopUpAttempt, TopUpRule  # noqa: F401

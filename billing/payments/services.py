@@ -38,6 +38,7 @@ from aggregator.money import CurrencyError, currency_code, from_minor, quantize,
 from aggregator.tenancy.models import Organization
 from billing.invoicing.models import Invoice
 from billing.invoicing.services import InvoiceError, invoice_payment_record
+from billing.payments.dunning.services import dunning_payment_failed, dunning_payment_succeeded
 from billing.payments.gateways import gateway_for
 from billing.payments.gateways.base import (
     PaymentConfigurationError,
@@ -340,6 +341,8 @@ def _on_intent_succeeded(gateway: str, intent: Mapping[str, Any], details: Mappi
             top_up_payment_confirm(gateway=gateway, gateway_reference=payment.gateway_reference)
     else:
         payment.save()
+    if payment.invoice_id is not None:
+        dunning_payment_succeeded(payment=payment, now=timezone.now())  # closes the invoice's dunning case
     return WebhookEvent.Status.PROCESSED, note
 
 
@@ -358,6 +361,8 @@ def _on_intent_failed(gateway: str, intent: Mapping[str, Any], details: Mapping[
     if payment.top_up_id is not None:
         top_up_payment_fail(gateway=gateway, gateway_reference=payment.gateway_reference, decline_code=code,
                             message=payment.failure_message)  # fmt: skip
+    if payment.invoice_id is not None:
+        dunning_payment_failed(payment=payment, now=timezone.now())  # opens or advances the dunning case
     return WebhookEvent.Status.PROCESSED, ""
 
 
