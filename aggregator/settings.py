@@ -53,6 +53,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "aggregator.tenancy",
     "aggregator.system",
     "aggregator.portal",
@@ -68,6 +70,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "aggregator.tenancy.middleware.CurrentOrganizationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -134,6 +137,10 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "portal:login"
+# Name shown next to the account in authenticator apps (portal two-factor sign-in).
+OTP_TOTP_ISSUER = "AI Invoice Aggregator"
+# Password-reset links stay valid this long (seconds).
+PASSWORD_RESET_TIMEOUT = 60 * 60 * 24
 
 # --- Internationalization ---------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -25,6 +25,8 @@ NOT_OBJECT_ROUTES = {
     "admin/": "operator console: staff only, checked by Django admin permissions",
     "i18n/": "language switch",
     "api/schema/": "schema format selector",
+    "password-reset/": "password-reset link: a signed user id and token, for people not signed in",
+    "invitations/": "invitation link: a random token, for people who are not members yet",
 }
 
 

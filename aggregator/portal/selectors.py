@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from aggregator.tenancy.models import Organization
@@ -13,7 +14,7 @@ from billing.alerts.models import Alert
 from billing.ledger import accounts
 from billing.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction
 from billing.ledger.selectors import BURN_WINDOW_DAYS, burn_rate, runway
-from providers.models import VendorAccount
+from providers.models import SyncRun, VendorAccount
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class VendorCard:
     burn_rate_per_day: Decimal
     runway_days: Decimal | None
     depletion_date: date | None
+    last_run_status: str | None = None  # of the newest sync run (SyncRun.Status), None before any
+    alerts: tuple[Alert, ...] = ()  # open alerts about this account
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,17 @@ def dashboard_for(*, organization: Organization, today: date | None = None) -> D
     )
     daily = [(d, by_day[d]) for d in sorted(d for d in by_day if d is not None) if d >= today - timedelta(days=30)]
 
-    vendor_accounts = list(VendorAccount.objects.filter(organization=organization).order_by("vendor", "label"))
+    last_run = SyncRun.objects.filter(vendor_account=OuterRef("pk")).order_by("-created_at", "-id")
+    vendor_accounts = list(
+        VendorAccount.objects.filter(organization=organization)
+        .annotate(last_run_status=Subquery(last_run.values("status")[:1]))
+        .order_by("vendor", "label")
+    )
+    open_alerts = list(Alert.objects.filter(organization=organization, status=Alert.Status.OPEN))
+    alerts_by_account: dict[int, list[Alert]] = {}
+    for alert in open_alerts:
+        if alert.vendor_account_id is not None:
+            alerts_by_account.setdefault(alert.vendor_account_id, []).append(alert)
     prepaid = {
         a.vendor_account_id: a
         for a in LedgerAccount.objects.filter(organization=organization, key__startswith="vendor_prepaid:")
@@ -98,10 +111,11 @@ def dashboard_for(*, organization: Organization, today: date | None = None) -> D
                 result.burn_rate_per_day,
                 result.runway_days,
                 result.depletion_date,
+                account.last_run_status,
+                tuple(alerts_by_account.get(account.pk, ())),
             )
         )
-    alerts = list(Alert.objects.filter(organization=organization, status=Alert.Status.OPEN)[:20])
-    return Dashboard(organization.currency, mtd, last, cards, alerts, daily)
+    return Dashboard(organization.currency, mtd, last, cards, open_alerts[:20], daily)
 
 
 def _debit_key(organization: Organization) -> str:

@@ -34,6 +34,14 @@ class LoginView(auth_views.LoginView):
     authentication_form = EmailAuthenticationForm
     redirect_authenticated_user = True
 
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        from aggregator.portal.security import confirmed_device, two_factor_start
+
+        user = cast(User, form.get_user())
+        if confirmed_device(user) is not None:  # two-factor: the password alone does not sign in
+            return two_factor_start(self.request, user=user, next_url=self.get_success_url())
+        return super().form_valid(form)
+
 
 VENDOR_COLORS = ["#2952cc", "#d97706", "#059669", "#9333ea", "#dc2626", "#0891b2", "#4b5563"]
 
