@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from aggregator.tenancy.models import Organization, Role, User
 from billing.payments.gateways import FAKE_GATEWAY
@@ -42,6 +42,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 10_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 STRIPE_GATEWAY = "billing.payments.gateways.stripe.StripeGateway"
 PUBLISHABLE_KEY = "pk_test_FAKE_localstripe_0000"

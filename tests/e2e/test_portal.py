@@ -11,20 +11,28 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from django.utils import timezone, translation
 from playwright.sync_api import Page, expect
+from pypdf import PdfReader
 
 from aggregator.tenancy.models import Organization, User
+from billing.invoicing.close import period_close
+from billing.invoicing.models import Invoice
 from billing.ledger.flows import vendor_account_settle
 from billing.ledger.services import credit_purchase_record
+from billing.payments.localstripe import LocalStripe
+from billing.payments.records import Payment
 from providers.models import SyncRun
 from providers.sandbox.base import SandboxServer
 from providers.sandbox.demo import DEMO_KEYS, DEMO_SANDBOXES
 from providers.services import sync_run_request, vendor_account_create
+from tests.billing.conftest import cost
 from tests.e2e.browser import sign_in
+from tests.factories import IssuerFactory, VendorAccountFactory
 
 pytestmark = pytest.mark.e2e
 
@@ -123,3 +131,80 @@ def test_dashboard_figures_equal_the_apis(
 def cents(amount: str | Decimal) -> str:
     """How the portal shows an amount (Django's floatformat:2 rounds half up)."""
     return str(Decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+VISA = "4242424242424242"
+VISA_3DS = "4000002760003184"  # always asks for 3-D Secure
+
+
+def closed_invoice(organization: Organization) -> Invoice:
+    """Last month's invoice of ``organization``: OpenAI costs on three days, settled and closed the
+    way the monthly job does it (finalized, numbered, PDF rendered)."""
+    IssuerFactory(name="Operator Inc.", legal_name="Operator Inc.", is_default=True,
+                  address="1 Market Street\nSan Francisco, CA")  # fmt: skip
+    account = VendorAccountFactory(organization=organization, vendor="openai", label="OpenAI prod")
+    first = (timezone.now().date().replace(day=1) - timedelta(days=1)).replace(day=1)
+    for day, amount in ((1, "40.00"), (2, "35.25"), (3, "45.25")):
+        cost(account, first.replace(day=day), amount)
+    invoice = period_close(organization=organization, period=f"{first:%Y-%m}")
+    invoice.refresh_from_db()  # its PDF was rendered once finalizing committed (Celery runs eager)
+    assert (invoice.status, invoice.total, bool(invoice.pdf)) == (Invoice.Status.OPEN, Decimal("120.50"), True)
+    return invoice
+
+
+@pytest.mark.parametrize("number", [VISA, VISA_3DS], ids=["card", "card-3d-secure"])
+def test_an_invoice_is_opened_its_pdf_downloaded_and_paid_by_card(
+    page: Page, organization: Organization, stripe_live: LocalStripe, shot: Shot, number: str
+) -> None:
+    invoice = closed_invoice(organization)
+    sign_in(page)
+    page.click("#nav-invoices")
+    row = page.locator(f"#invoices tr[data-invoice='{invoice.pk}']")
+    expect(row).to_contain_text(invoice.number)
+    expect(row.locator("td.num").nth(0)).to_have_text("120.50 USD")
+    expect(row.locator("td.num").nth(1)).to_have_text("120.50 USD")
+    shot("invoices")
+
+    row.get_by_role("link", name=invoice.number).click()
+    expect(page.locator("h1")).to_have_text(f"Invoice {invoice.number}")
+    expect(page.locator("#invoice-status")).to_have_text("Open")
+    expect(page.locator("#left-to-pay")).to_have_text("120.50 USD")
+    shot("invoice")
+    with page.expect_download() as download_info:
+        page.click("#invoice-pdf")
+    pdf = Path(download_info.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    text = "".join(p.extract_text() for p in PdfReader(BytesIO(pdf)).pages)
+    assert invoice.number in text and "120.50" in text
+
+    page.click("#invoice-pay")
+    expect(page.locator("#pay-amount")).to_have_text("120.50 USD")
+    expect(page.locator("#pay-button")).to_be_enabled()  # Stripe.js (localstripe's) mounted the card
+    card = page.locator("#card-element")
+    for field, value in (("number", number), ("exp_month", "12"), ("exp_year", "30"), ("cvc", "123"),
+                         ("postal_code", "94107")):  # fmt: skip
+        card.locator(f"input[placeholder={field}]").fill(value)
+    shot("pay")
+    page.click("#pay-button")
+    status = page.locator("#payment-status")
+    authenticate = page.get_by_role("button", name="Complete authentication")
+    expect(authenticate.or_(status.locator("xpath=self::*[@data-state='paid']"))).to_be_visible()
+    if authenticate.is_visible():  # the 3-D Secure dialog of the Stripe.js stand-in
+        assert number == VISA_3DS
+        shot("pay-3d-secure")
+        authenticate.click()
+    # Paid once localstripe's signed payment_intent.succeeded reached /webhooks/stripe/.
+    expect(status).to_have_attribute("data-state", "paid", timeout=20_000)
+    expect(status).to_have_text("Paid. Thank you!")
+    shot("pay-paid")
+
+    page.click("#pay-done a")
+    expect(page.locator("#invoice-status")).to_have_text("Paid")
+    expect(page.locator("#left-to-pay")).to_have_text("0.00 USD")
+    expect(page.locator("#invoice-payments tr[data-status=succeeded]")).to_contain_text("120.50 USD")
+    expect(page.locator("#invoice-pay")).to_have_count(0)
+    shot("invoice-paid")
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.PAID
+    (payment,) = Payment.objects.filter(invoice=invoice)
+    assert (payment.status, payment.amount, payment.currency) == (Payment.Status.SUCCEEDED, Decimal("120.50"), "USD")
