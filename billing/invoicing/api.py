@@ -42,6 +42,13 @@ class InvoiceLineSerializer(serializers.ModelSerializer):
 
 
 class InvoiceSerializer(serializers.ModelSerializer):
+    balance_due = serializers.DecimalField(
+        max_digits=28,
+        decimal_places=10,
+        read_only=True,
+        help_text="Still owed: amount due less credit notes and net payments (negative: overpaid).",
+    )
+
     class Meta:
         model = Invoice
         fields = [
@@ -60,6 +67,9 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "payments_applied",
             "amount_due",
             "amount_paid",
+            "amount_credited",
+            "amount_refunded",
+            "balance_due",
             "tax_breakdown",
             "tax_note",
             "pdf_sha256",
@@ -85,6 +95,12 @@ class IsOperator(permissions.BasePermission):
 class AmountReasonSerializer(serializers.Serializer):
     amount = serializers.DecimalField(max_digits=28, decimal_places=10)
     reason = serializers.CharField()
+
+
+class CreditNoteRequestSerializer(AmountReasonSerializer):
+    refund = serializers.BooleanField(
+        default=True, help_text="Refund what the customer paid beyond the new balance to their card payments."
+    )
 
 
 class InvoiceViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
@@ -143,17 +159,18 @@ class InvoiceViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
             services.invoice_void, invoice_id=invoice.pk, actor=actor_for_request(request)["actor"]
         )
 
-    @extend_schema(request=AmountReasonSerializer, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(request=CreditNoteRequestSerializer, responses={201: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"], url_path="credit-notes", permission_classes=[IsOperator])
     def credit_note(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         invoice = self.get_object()
-        body = AmountReasonSerializer(data=request.data)
+        body = CreditNoteRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         return self._operator_action(
             services.credit_note_issue,
             invoice_id=invoice.pk,
             amount=Decimal(body.validated_data["amount"]),
             reason=body.validated_data["reason"],
+            refund=body.validated_data["refund"],
             actor=actor_for_request(request)["actor"],
         )
 
@@ -174,7 +191,18 @@ class CreditNoteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = CreditNote
-        fields = ["id", "number", "invoice", "invoice_number", "amount", "tax_amount", "reason", "issue_date"]
+        fields = [
+            "id",
+            "number",
+            "invoice",
+            "invoice_number",
+            "amount",
+            "tax_amount",
+            "refund_amount",
+            "amount_refunded",
+            "reason",
+            "issue_date",
+        ]
 
 
 class CreditNoteViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):

@@ -6,6 +6,7 @@ freezes the document: afterwards only its payment state, its PDF and its email r
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.db import models
@@ -75,6 +76,8 @@ class Invoice(TenantModel):
     payments_applied = AmountField(default=0, help_text="Top-ups paid during the period, shown as payments.")
     amount_due = AmountField(default=0)
     amount_paid = AmountField(default=0)
+    amount_credited = AmountField(default=0, help_text="Credit notes issued against the invoice, tax included.")
+    amount_refunded = AmountField(default=0, help_text="Refunded of the payments received.")
     tax_breakdown = models.JSONField(default=list, blank=True)  # [{"rate", "base", "tax", "tax_jpy"?}]
     tax_note = models.CharField(max_length=300, blank=True)
     customer = models.JSONField(default=dict, blank=True)  # snapshot at finalization
@@ -87,7 +90,7 @@ class Invoice(TenantModel):
 
     # Fields that may still change once an invoice is finalized.
     MUTABLE_AFTER_FINALIZATION: ClassVar[frozenset[str]] = frozenset(
-        {"status", "amount_paid", "pdf", "pdf_sha256", "emailed_at"}
+        {"status", "amount_paid", "amount_credited", "amount_refunded", "pdf", "pdf_sha256", "emailed_at"}
     )
 
     class Meta:
@@ -111,6 +114,12 @@ class Invoice(TenantModel):
     @property
     def is_draft(self) -> bool:
         return self.status == self.Status.DRAFT
+
+    @property
+    def balance_due(self) -> Decimal:
+        """What the customer still owes: the amount due less credit notes and net payments
+        (negative when overpaid, e.g. after a credit note on a paid invoice, until refunded)."""
+        return self.amount_due - self.amount_credited - (self.amount_paid - self.amount_refunded)
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not self._state.adding:
@@ -181,6 +190,8 @@ class CreditNote(TenantModel):
     tax_amount = AmountField(default=0)
     reason = models.CharField(max_length=300)
     issue_date = models.DateField()
+    refund_amount = AmountField(default=0, help_text="Of the credit, what is paid back to the customer.")
+    amount_refunded = AmountField(default=0, help_text="Of the refund amount, what the gateways refunded so far.")
     pdf = models.FileField(upload_to="credit-notes/%Y/%m/", blank=True)
     pdf_sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from aggregator.money import RoundingMode, quantize, to_decimal
@@ -200,14 +201,43 @@ def invoice_line_add(
 
 
 @transaction.atomic
+def _status_refresh(invoice: Invoice) -> None:
+    """Paid once the balance is settled; partially paid while some of it is (void, uncollectible and
+    draft invoices keep their status)."""
+    if invoice.status not in (Invoice.Status.OPEN, Invoice.Status.PARTIALLY_PAID, Invoice.Status.PAID):
+        return
+    if invoice.balance_due <= 0:
+        invoice.status = Invoice.Status.PAID
+    elif invoice.amount_paid - invoice.amount_refunded > 0:
+        invoice.status = Invoice.Status.PARTIALLY_PAID
+    else:
+        invoice.status = Invoice.Status.OPEN
+
+
 def invoice_payment_record(*, invoice_id: int, amount: Decimal) -> Invoice:
     """Add a confirmed payment: partial payments add up; the invoice is paid when they reach the amount due."""
     invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
     if invoice.status in (Invoice.Status.DRAFT, Invoice.Status.VOID):
         raise InvoiceError(f"Invoice {invoice} is {invoice.status}: it cannot take payments.")
     invoice.amount_paid = invoice.amount_paid + to_decimal(amount)
-    invoice.status = Invoice.Status.PAID if invoice.amount_paid >= invoice.amount_due else Invoice.Status.PARTIALLY_PAID
+    if invoice.status == Invoice.Status.UNCOLLECTIBLE:  # a late payment still settles it
+        invoice.status = Invoice.Status.OPEN
+    _status_refresh(invoice)
     invoice.save(update_fields=["amount_paid", "status"])
+    return invoice
+
+
+def invoice_refunds_refresh(*, invoice_id: int) -> Invoice:
+    """Take the refunds of the invoice's payments (by us or from the gateway's dashboard) into its
+    balance: a refund without a credit note leaves that much owed again."""
+    from billing.payments.records import Payment
+
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+        refunded = Payment.objects.filter(invoice_id=invoice_id).aggregate(total=Sum("amount_refunded"))["total"]
+        invoice.amount_refunded = Decimal(refunded or 0)
+        _status_refresh(invoice)
+        invoice.save(update_fields=["amount_refunded", "status"])
     return invoice
 
 
@@ -247,38 +277,60 @@ def invoice_mark_uncollectible(*, invoice_id: int, actor: User | None = None) ->
 
 
 @transaction.atomic
-def credit_note_issue(*, invoice_id: int, amount: Decimal, reason: str, actor: User | None = None) -> CreditNote:
-    """Credit (part of) a finalized invoice, tax included, in a separate number series."""
-    invoice = Invoice.objects.select_for_update().select_related("issuer", "organization").get(pk=invoice_id)
-    if invoice.is_draft:
-        raise InvoiceError("Drafts are corrected by editing them; credit notes are for finalized invoices.")
-    amount = to_decimal(amount)
-    credited = sum((c.amount for c in invoice.credit_notes.all()), Decimal(0))
-    if amount <= 0 or amount + credited > invoice.total:
-        raise InvoiceError(f"A credit note must be positive and at most the uncredited {invoice.total - credited}.")
-    if not reason.strip():
-        raise InvoiceError("Say why the invoice is credited (it is printed on the credit note).")
-    share = amount / invoice.total if invoice.total else Decimal(0)
-    tax = quantize(invoice.tax_total * share, invoice.currency, rounding="ROUND_HALF_UP")
-    today = timezone.now().date()
-    number = document_number_next(issuer=invoice.issuer, kind=NumberSeries.Kind.CREDIT_NOTE, on=today)
-    note = CreditNote.objects.create(
-        organization=invoice.organization,
-        invoice=invoice,
-        number=number,
-        amount=amount,
-        tax_amount=tax,
-        reason=reason.strip(),
-        issue_date=today,
-    )
-    audit_record(
-        action="credit_note.issue",
-        organization=invoice.organization,
-        actor=actor,
-        obj=note,
-        before={"invoice": invoice.number, "credited": str(credited)},
-        after={"invoice": invoice.number, "credited": str(credited + amount), "amount": str(amount), "reason": reason},
-    )
+def credit_note_issue(
+    *, invoice_id: int, amount: Decimal, reason: str, actor: User | None = None, refund: bool = True
+) -> CreditNote:
+    """Credit (part of) a finalized invoice, tax included, in a separate number series.
+
+    The credit reduces what is owed; what the customer has already paid beyond the new balance is
+    refunded to their payments after commit (``refund=False`` keeps it as a credit to settle by
+    hand, e.g. by bank transfer)."""
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().select_related("issuer", "organization").get(pk=invoice_id)
+        if invoice.is_draft:
+            raise InvoiceError("Drafts are corrected by editing them; credit notes are for finalized invoices.")
+        amount = to_decimal(amount)
+        credited = invoice.amount_credited
+        if amount <= 0 or amount + credited > invoice.total:
+            raise InvoiceError(f"A credit note must be positive and at most the uncredited {invoice.total - credited}.")
+        if not reason.strip():
+            raise InvoiceError("Say why the invoice is credited (it is printed on the credit note).")
+        share = amount / invoice.total if invoice.total else Decimal(0)
+        tax = quantize(invoice.tax_total * share, invoice.currency, rounding="ROUND_HALF_UP")
+        today = timezone.now().date()
+        number = document_number_next(issuer=invoice.issuer, kind=NumberSeries.Kind.CREDIT_NOTE, on=today)
+        invoice.amount_credited = credited + amount
+        overpaid = max(Decimal(0), -invoice.balance_due)
+        note = CreditNote.objects.create(
+            organization=invoice.organization,
+            invoice=invoice,
+            number=number,
+            amount=amount,
+            tax_amount=tax,
+            reason=reason.strip(),
+            issue_date=today,
+            refund_amount=min(overpaid, amount) if refund else Decimal(0),
+        )
+        _status_refresh(invoice)
+        invoice.save(update_fields=["amount_credited", "status"])
+        audit_record(
+            action="credit_note.issue",
+            organization=invoice.organization,
+            actor=actor,
+            obj=note,
+            before={"invoice": invoice.number, "credited": str(credited)},
+            after={
+                "invoice": invoice.number,
+                "credited": str(credited + amount),
+                "amount": str(amount),
+                "refund": str(note.refund_amount),
+                "reason": reason,
+            },
+        )
+        if note.refund_amount:
+            from billing.payments.tasks import credit_note_refund_task
+
+            credit_note_refund_task.delay_on_commit(note.pk)
     return note
 
 

@@ -21,3 +21,11 @@ def webhook_events_retry_task() -> None:
     from billing.payments.services import webhook_events_retry
 
     webhook_events_retry(now=timezone.now())
+
+
+@shared_task(name="billing.payments.tasks.credit_note_refund")
+def credit_note_refund_task(credit_note_id: int) -> None:
+    """Pay back what a credit note on a paid invoice owes the customer (queued on its issue)."""
+    from billing.payments.refunds import credit_note_refund
+
+    credit_note_refund(credit_note_id=credit_note_id)

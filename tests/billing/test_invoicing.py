@@ -225,6 +225,27 @@ def test_credit_notes_have_their_own_series_and_cannot_exceed_the_invoice(issuer
     assert note.number == "CN-2026-000001"
     with pytest.raises(InvoiceError, match=r"at most the uncredited 30\.02"):
         credit_note_issue(invoice_id=invoice.pk, amount=Decimal("30.03"), reason="too much")
+    invoice.refresh_from_db()
+    # Nothing was paid: the credit lowers what is owed, and nothing is to be refunded.
+    assert (invoice.status, invoice.amount_credited, invoice.balance_due, note.refund_amount) == (
+        "open", Decimal("10.00"), Decimal("30.02"), Decimal("0"))  # fmt: skip
+    assert invoice_payment_record(invoice_id=invoice.pk, amount=Decimal("30.02")).status == "paid"
+
+
+def test_a_credit_note_on_a_paid_invoice_owes_a_refund_of_the_overpaid_part(issuer: Issuer) -> None:
+    organization, *_ = _org_with_usage()
+    invoice = period_close(organization=organization, period="2026-10")
+    invoice_payment_record(invoice_id=invoice.pk, amount=Decimal("35.02"))  # 5.00 still owed
+    note = credit_note_issue(invoice_id=invoice.pk, amount=Decimal("8.00"), reason="Rate correction", refund=True)
+    assert note.refund_amount == Decimal("3.00")  # 8.00 credited, of which 5.00 was never paid
+    kept = credit_note_issue(invoice_id=invoice.pk, amount=Decimal("2.00"), reason="Goodwill", refund=False)
+    assert kept.refund_amount == Decimal("0")
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_credited, invoice.balance_due) == (
+        "paid",
+        Decimal("10.00"),
+        Decimal("-5.00"),
+    )
 
 
 def test_a_wallet_customer_without_overage_gets_a_statement_with_nothing_to_pay(issuer: Issuer) -> None:
@@ -274,6 +295,7 @@ def test_invoices_api_hides_drafts_from_customers_and_shows_decimal_strings(
     invoice = period_close(organization=organization, period="2026-10")
     body = owner_client.get(f"/api/v1/invoices/{invoice.pk}/").json()
     assert (body["number"], body["total"], body["amount_due"]) == ("INV-2026-000001", "12.5000000000", "12.5000000000")
+    assert (body["amount_credited"], body["balance_due"]) == ("0.0000000000", "12.5000000000")
     assert Decimal(body["tax"]) == 0
     assert body["lines"][0]["amount"] == "12.5000000000"
     assert owner_client.post(f"/api/v1/invoices/{invoice.pk}/void/").status_code == 403

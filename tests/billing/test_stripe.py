@@ -433,6 +433,46 @@ def test_a_google_pay_wallet_is_recorded(
     assert payment.charge_reference == charge["id"]
 
 
+def test_a_refund_without_a_credit_note_leaves_that_much_owed_again(
+    owner_client: APIClient, invoice: Invoice, api: stripe.StripeClient, localstripe: LocalStripe, deliver: Deliver
+) -> None:
+    payment, _event = paid_invoice(owner_client, invoice, api, localstripe, deliver)
+    services.payment_refund(payment_id=payment.pk, amount=Decimal("20.50"), reason="goodwill")
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_refunded, invoice.balance_due) == (
+        Invoice.Status.PARTIALLY_PAID, Decimal("20.50"), Decimal("20.50"))  # fmt: skip
+
+
+def test_a_credit_note_on_a_paid_invoice_refunds_the_card_once(
+    owner_client: APIClient,
+    invoice: Invoice,
+    api: stripe.StripeClient,
+    localstripe: LocalStripe,
+    deliver: Deliver,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from billing.invoicing.services import credit_note_issue
+    from billing.payments.refunds import credit_note_refund
+
+    payment, _event = paid_invoice(owner_client, invoice, api, localstripe, deliver)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        note = credit_note_issue(invoice_id=invoice.pk, amount=Decimal("20.00"), reason="Duplicate usage on 3 Oct")
+    assert len(callbacks) == 1  # the refund task, after commit
+    note.refresh_from_db()
+    assert (note.refund_amount, note.amount_refunded) == (Decimal("20.00"), Decimal("20.00"))
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("succeeded", Decimal("20.00"))
+    charge = api.v1.charges.retrieve(payment.charge_reference)
+    assert (charge.amount_refunded, charge.refunded) == (2000, False)
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_credited, invoice.amount_refunded, invoice.balance_due) == (
+        Invoice.Status.PAID, Decimal("20.00"), Decimal("20.00"), Decimal("0"))  # fmt: skip
+    # The task runs again (a redelivery, a retry): nothing more is refunded.
+    credit_note_refund(credit_note_id=note.pk)
+    assert api.v1.charges.retrieve(payment.charge_reference).amount_refunded == 2000
+    assert Payment.objects.get(pk=payment.pk).amount_refunded == Decimal("20.00")
+
+
 def test_refunds_and_disputes_are_recorded(
     owner_client: APIClient, invoice: Invoice, api: stripe.StripeClient, localstripe: LocalStripe, deliver: Deliver
 ) -> None:
