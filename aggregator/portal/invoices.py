@@ -125,7 +125,7 @@ class InvoiceDetailView(InvoiceObjectView):
 class InvoicePdfView(InvoiceObjectView):
     """The stored PDF, as issued (its SHA-256 is on the invoice)."""
 
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def get(self, request: HttpRequest, pk: int) -> FileResponse:
         invoice = self.get_invoice(pk)
         if not invoice.pdf:
             raise Http404(_("The PDF of this invoice is being prepared; try again in a minute."))

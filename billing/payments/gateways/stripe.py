@@ -366,11 +366,12 @@ class StripeGateway:
         """A SetupIntent the browser confirms with ``stripe.confirmCardSetup`` to save a card for
         off-session charges. Returns ``(id, client_secret)``."""
         with self._errors():
+            params: dict[str, Any] = {"customer": customer_reference, "usage": "off_session",
+                                      "payment_method_types": ["card"], "metadata": dict(metadata)}  # fmt: skip
             setup = self.client().v1.setup_intents.create(
-                params={"customer": customer_reference, "usage": "off_session", "payment_method_types": ["card"],
-                        "metadata": dict(metadata)},
+                params=params,  # type: ignore[arg-type]
                 options={"idempotency_key": idempotency_key},
-            )  # fmt: skip
+            )
         return str(setup.id), str(setup.client_secret or "")
 
     def setup_intent_result(self, reference: str) -> tuple[SetupResult, str, dict[str, str]]:
