@@ -230,12 +230,22 @@ STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 STRIPE_JS_URL = env.str("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
 
+# --- PayPal ---------------------------------------------------------------------------------
+PAYPAL_CLIENT_ID = env.str("PAYPAL_CLIENT_ID", default="")
+PAYPAL_CLIENT_SECRET = env.str("PAYPAL_CLIENT_SECRET", default="")
+PAYPAL_WEBHOOK_ID = env.str("PAYPAL_WEBHOOK_ID", default="")
+# https://api-m.sandbox.paypal.com for PayPal's sandbox; a loopback address for the local sandbox.
+PAYPAL_API_BASE = env.str("PAYPAL_API_BASE", default="https://api-m.paypal.com")
+# Hosts besides PayPal's own that may serve webhook signing certificates: only the local sandbox's.
+PAYPAL_WEBHOOK_CERT_HOSTS = env.list("PAYPAL_WEBHOOK_CERT_HOSTS", default=[])
+
 # Payment gateways available (dotted paths). The test gateway is only offered in development.
 PAYMENT_GATEWAYS = env.list(
     "PAYMENT_GATEWAYS",
     default=[
         *(["billing.payments.gateways.fake.FakeGateway"] if DEBUG else []),
         *(["billing.payments.gateways.stripe.StripeGateway"] if STRIPE_SECRET_KEY else []),
+        *(["billing.payments.gateways.paypal.PayPalGateway"] if PAYPAL_CLIENT_ID else []),
     ],
 )
 

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from aggregator.api.exceptions import json_not_found, json_server_error
 from aggregator.system import views as system_views
-from billing.payments.webhooks import stripe_webhook
+from billing.payments.webhooks import paypal_webhook, stripe_webhook
 
 admin.site.site_header = "AI Invoice Aggregator: operator console"
 admin.site.site_title = "Operator console"
@@ -15,6 +15,7 @@ urlpatterns = [
     path("healthz", system_views.healthz, name="healthz"),
     path("ops/worker-check/", system_views.worker_check, name="worker-check"),
     path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),
+    path("webhooks/paypal/", paypal_webhook, name="paypal-webhook"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from aggregator.portal import invoices, payment_methods, views
+from aggregator.portal import invoices, payment_methods, paypal, views
 
 app_name = "portal"
 urlpatterns = [
@@ -16,6 +16,10 @@ urlpatterns = [
     path("invoices/<int:pk>/pay/intent/", invoices.InvoicePayIntentView.as_view(), name="invoice-pay-intent"),
     path("invoices/<int:pk>/pay/confirm/", invoices.InvoicePayConfirmView.as_view(), name="invoice-pay-confirm"),
     path("invoices/<int:pk>/pay/status/", invoices.InvoicePayStatusView.as_view(), name="invoice-pay-status"),
+    path("invoices/<int:pk>/pay/paypal/", paypal.InvoicePayPalStartView.as_view(), name="invoice-paypal-start"),
+    path(
+        "invoices/<int:pk>/pay/paypal/return/", paypal.InvoicePayPalReturnView.as_view(), name="invoice-paypal-return"
+    ),
     path("payment-methods/", payment_methods.PaymentMethodListView.as_view(), name="payment-methods"),
     path("payment-methods/setup/", payment_methods.PaymentMethodSetupView.as_view(), name="payment-method-setup"),
     path(

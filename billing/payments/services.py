@@ -144,7 +144,8 @@ def _invoice_attempt_open(*, invoice_id: int) -> Payment:
                 payment.amount = left
                 payment.save(update_fields=["amount", "updated_at"])
             return payment
-        number = (attempts.aggregate(last=Max("attempt"))["last"] or 0) + 1
+        # Numbered across gateways (PayPal too): the key is unique per invoice, not per gateway.
+        number = (Payment.objects.filter(invoice=invoice).aggregate(last=Max("attempt"))["last"] or 0) + 1
         return Payment.objects.create(
             organization_id=invoice.organization_id, invoice=invoice, attempt=number, gateway=STRIPE,
             idempotency_key=f"invoice:{invoice.pk}:attempt:{number}", amount=left, currency=invoice.currency,
@@ -283,9 +284,9 @@ def webhook_event_process(*, webhook_event_id: int) -> WebhookEvent:
     if record.status in (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.IGNORED):
         return record
     try:
-        handler = _HANDLERS.get(record.type) if record.gateway == STRIPE else None
-        obj = (record.payload.get("data") or {}).get("object") or {}
-        details = _method_details(record.type, obj) if handler is not None else None
+        handler = _handler_for(record.gateway, record.type)
+        obj = _event_object(record.gateway, record.payload)
+        details = _method_details(record.type, obj) if handler is not None and record.gateway == STRIPE else None
         with transaction.atomic():
             record = WebhookEvent.objects.select_for_update().get(pk=webhook_event_id)
             if record.status in (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.IGNORED):
@@ -424,6 +425,23 @@ _HANDLERS: dict[str, Handler] = {
     "charge.refunded": _on_charge_refunded,
     "charge.dispute.created": _on_dispute_created,
 }
+
+
+def _handler_for(gateway: str, event_type: str) -> Handler | None:
+    if gateway == STRIPE:
+        return _HANDLERS.get(event_type)
+    if gateway == "paypal":
+        from billing.payments.paypal_services import PAYPAL_HANDLERS
+
+        return PAYPAL_HANDLERS.get(event_type)
+    return None
+
+
+def _event_object(gateway: str, payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What the event is about: Stripe's ``data.object``, PayPal's ``resource``."""
+    if gateway == "paypal":
+        return payload.get("resource") or {}
+    return (payload.get("data") or {}).get("object") or {}
 
 
 def _reference(value: Any) -> str:

@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from billing.payments.gateways.base import Gateway, PaymentConfigurationError
 
 FAKE_GATEWAY = "billing.payments.gateways.fake.FakeGateway"
+PAYPAL_GATEWAY = "billing.payments.gateways.paypal.PayPalGateway"  # offered once PAYPAL_CLIENT_ID is set
 
 _instances: dict[str, Gateway] = {}
 _lock = threading.Lock()

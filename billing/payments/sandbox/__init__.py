@@ -1,0 +1,1 @@
+"""Local stand-ins for payment providers, for tests and the offline demo."""
