@@ -22,11 +22,14 @@ install: $(VENV)/.installed
 .env:
 	printf 'DEBUG=1\n' > .env
 
-# The offline demo pays through localstripe on loopback, with obviously fake test keys (added once).
+# The offline demo pays through localstripe and the PayPal sandbox on loopback, with obviously fake keys (added once).
 demo-env: .env
 	@grep -q '^STRIPE_API_BASE=' .env || printf '%s\n' STRIPE_SECRET_KEY=sk_test_FAKE_demo \
 	  STRIPE_PUBLISHABLE_KEY=pk_test_FAKE_demo STRIPE_WEBHOOK_SECRET=whsec_FAKE_demo \
 	  STRIPE_API_BASE=http://127.0.0.1:8420 STRIPE_JS_URL=http://127.0.0.1:8420/js.stripe.com/v3/ >> .env
+	@grep -q '^PAYPAL_API_BASE=' .env || printf '%s\n' PAYPAL_CLIENT_ID=sandbox-paypal-client-FAKE-0001 \
+	  PAYPAL_CLIENT_SECRET=sandbox-paypal-secret-FAKE-0001 PAYPAL_WEBHOOK_ID=WH-SANDBOX-FAKE-0001 \
+	  PAYPAL_API_BASE=http://127.0.0.1:8606 PAYPAL_WEBHOOK_CERT_HOSTS=127.0.0.1 >> .env
 
 demo: system-deps install demo-env
 	$(BIN)/python manage.py migrate --noinput

@@ -472,3 +472,37 @@ def test_an_event_about_someone_elses_capture_is_ignored(paypal: PayPalSandbox, 
     event = paypal.event("PAYMENT.CAPTURE.COMPLETED", resource)
     assert deliver(event).status_code == 200
     assert WebhookEvent.objects.get().status == "ignored"
+
+
+# --- The offline demo -----------------------------------------------------------------------------
+
+
+def test_the_demo_serves_the_sandbox_where_paypal_api_base_points_and_posts_webhooks_to_the_site(
+    settings: Any,
+) -> None:
+    import socket
+
+    from billing.payments.sandbox.paypal import demo_server
+
+    settings.PAYPAL_CLIENT_ID, settings.PAYPAL_CLIENT_SECRET = "demo-id", "demo-FAKE-secret"
+    settings.PAYPAL_API_BASE = "https://api-m.paypal.com"
+    assert demo_server() is None  # PayPal's own API: nothing to serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.PAYPAL_API_BASE, settings.SITE_URL = f"http://127.0.0.1:{port}", "http://127.0.0.1:8000"
+    server = demo_server()
+    assert server is not None
+    try:
+        sandbox = server.vendor
+        assert isinstance(sandbox, PayPalSandbox)
+        assert server.url == f"http://127.0.0.1:{port}"
+        assert (sandbox.client_id, sandbox.webhook_url) == ("demo-id", "http://127.0.0.1:8000/webhooks/paypal/")
+        order = PayPalGateway().order_create(
+            amount=Decimal("5.00"), currency="USD", request_id="demo-1", invoice_id="INV-DEMO-1", custom_id="",
+            description="", return_url="http://127.0.0.1:8000/", cancel_url="http://127.0.0.1:8000/",
+        )  # fmt: skip
+        assert order.approve_url == f"http://127.0.0.1:{port}/checkoutnow?token={order.id}"
+    finally:
+        server.stop()

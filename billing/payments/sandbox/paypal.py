@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from providers.sandbox.base import SandboxRequest, SandboxResponse, SandboxVendor
+from providers.sandbox.base import SandboxRequest, SandboxResponse, SandboxServer, SandboxVendor
 
 CLIENT_ID = "sandbox-paypal-client-FAKE-0001"
 CLIENT_SECRET = "sandbox-paypal-secret-FAKE-0001"  # noqa: S105  (a sandbox-only fake)
@@ -406,6 +406,24 @@ Approve with a card that will be declined</button></p>
     def _not_found(resource_id: str) -> SandboxResponse:
         return _error(404, "RESOURCE_NOT_FOUND", "INVALID_RESOURCE_ID",
                       description=f"Specified resource ID {resource_id} does not exist.")  # fmt: skip
+
+
+def demo_server() -> SandboxServer | None:
+    """For the offline demo (``run_sandboxes``): a sandbox serving on the loopback address and port of
+    ``PAYPAL_API_BASE``, with the configured credentials and webhook id, posting its webhooks to
+    ``SITE_URL``. None when PayPal is not configured or ``PAYPAL_API_BASE`` is not on loopback."""
+    from django.conf import settings
+
+    address = urlsplit(str(getattr(settings, "PAYPAL_API_BASE", "") or ""))
+    if address.hostname not in ("127.0.0.1", "localhost") or not address.port or not settings.PAYPAL_CLIENT_ID:
+        return None
+    sandbox = PayPalSandbox(
+        client_id=settings.PAYPAL_CLIENT_ID, client_secret=settings.PAYPAL_CLIENT_SECRET,
+        webhook_id=settings.PAYPAL_WEBHOOK_ID or WEBHOOK_ID,
+        webhook_url=f"{str(settings.SITE_URL).rstrip('/')}/webhooks/paypal/",
+    )  # fmt: skip
+    sandbox.base_url = f"http://{address.hostname}:{address.port}"
+    return SandboxServer(sandbox, host=address.hostname, port=address.port).start()
 
 
 def _duplicate_invoice() -> SandboxResponse:

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from billing.payments.sandbox.paypal import demo_server as paypal_demo_server
 from providers.sandbox.base import SandboxServer
 from providers.sandbox.demo import DEMO_SANDBOXES
 
@@ -24,6 +25,10 @@ class Command(BaseCommand):
             server = SandboxServer(sandbox.build(), port=sandbox.port).start()
             servers.append(server)
             self.stdout.write(f"{sandbox.vendor:>13} sandbox at {server.url}{sandbox.api_path}")
+        paypal = paypal_demo_server()  # when PAYPAL_API_BASE points at loopback (make demo-env)
+        if paypal is not None:
+            servers.append(paypal)
+            self.stdout.write(f"{'paypal':>13} sandbox at {paypal.url} (buyers approve at {paypal.url}/checkoutnow)")
         if options["sync_demo"]:
             from aggregator.system.demo import demo_pipeline
 
