@@ -3,9 +3,13 @@ roles, the payment methods on offer, and a fixed number of queries per page what
 
 from __future__ import annotations
 
+import json
+import threading
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qs
 
 import pytest
 from django.db import connection
@@ -17,6 +21,7 @@ from aggregator.tenancy.models import Organization, Role, User
 from billing.invoicing.models import Invoice, InvoiceLine
 from billing.payments.gateways import FAKE_GATEWAY
 from billing.payments.gateways.base import decline_message
+from billing.payments.gateways.stripe import StripeGateway
 from billing.payments.records import Payment
 from tests.factories import CreditNoteFactory, InvoiceFactory, MembershipFactory, PaymentFactory
 
@@ -349,3 +354,53 @@ def test_status_reports_the_invoice_and_its_latest_payment(owner_portal: Client,
     assert body["payment"] == {"status": "failed", "amount": "80.00", "message": decline_message("expired_card")}
     mine = owner_portal.get(f"/invoices/{invoice.pk}/pay/status/?payment_intent=pi_open").json()
     assert mine["payment"] == {"status": "requires_payment", "amount": "80.00", "message": ""}
+
+
+# --- Stripe's own API (localstripe cannot make a PaymentMethod of a token) ---------------------
+
+
+class _StripeStub(BaseHTTPRequestHandler):
+    """Answers the two calls the gateway makes to Stripe for a card token, in Stripe's shapes."""
+
+    requests: ClassVar[list[tuple[str, dict[str, list[str]]]]] = []
+
+    def do_POST(self) -> None:
+        body = parse_qs(self.rfile.read(int(self.headers["Content-Length"] or 0)).decode())
+        type(self).requests.append((self.path, body))
+        if self.path == "/v1/payment_methods":
+            answer: dict[str, Any] = {"id": "pm_from_token", "object": "payment_method", "type": "card",
+                                      "card": {"brand": "visa", "last4": "3184"}}  # fmt: skip
+        else:
+            answer = {"id": "pi_real", "object": "payment_intent", "status": "requires_action", "amount": 12050,
+                      "currency": "usd", "client_secret": "pi_real_secret_abc",
+                      "next_action": {"type": "use_stripe_sdk"}}  # fmt: skip
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_on_stripe_the_token_becomes_a_payment_method_and_the_intent_is_confirmed_for_stripe_js(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StripeStub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        settings.STRIPE_SECRET_KEY, settings.STRIPE_MAX_NETWORK_RETRIES = SECRET_KEY, 0
+        settings.STRIPE_API_BASE = f"http://127.0.0.1:{server.server_port}"
+        monkeypatch.setattr(StripeGateway, "is_stripe", property(lambda self: True))
+        intent = StripeGateway().payment_intent_confirm_token("pi_real", token="tok_visa")
+    finally:
+        server.shutdown()
+    assert (intent.id, intent.status, intent.client_secret, intent.amount) == (
+        "pi_real", "requires_action", "pi_real_secret_abc", Decimal("120.50"))  # fmt: skip
+    assert _StripeStub.requests == [
+        ("/v1/payment_methods", {"type": ["card"], "card[token]": ["tok_visa"]}),
+        ("/v1/payment_intents/pi_real/confirm", {"payment_method": ["pm_from_token"], "use_stripe_sdk": ["true"]}),
+    ]
