@@ -24,7 +24,7 @@ from django.utils import timezone
 from aggregator.tenancy.models import Organization
 from billing.ledger import accounts
 from billing.ledger.models import LedgerEntry, LedgerTransaction, VendorFee
-from billing.ledger.posting import ledger_post, storage_amount
+from billing.ledger.posting import Posting, ledger_post_many, storage_amount
 from providers.models import CostRecord, VendorAccount
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,11 @@ def fee_percent(*, organization: Organization, vendor: str) -> Decimal:
     return Decimal(override) if override is not None else Decimal(organization.fee_percent)
 
 
-def settle_vendor_account_day(*, vendor_account_id: int, day: date) -> int:
+def settle_vendor_account_day(*, vendor_account_id: int, day: date, fees: dict[str, Decimal] | None = None) -> int:
     """Post the difference between the day's cost records and what the ledger holds. Returns the
-    number of transactions posted (0 when nothing changed)."""
+    number of transactions posted (0 when nothing changed). ``fees`` keeps the fee percentage of
+    each vendor across the days of one settlement pass."""
+    fees = {} if fees is None else fees
     with transaction.atomic():
         account = VendorAccount.objects.select_for_update().select_related("organization").get(pk=vendor_account_id)
         start, end = day_bounds(day)
@@ -74,7 +76,8 @@ def settle_vendor_account_day(*, vendor_account_id: int, day: date) -> int:
         for currency in sorted(set(targets) | set(posted)):
             delta = targets[currency] - posted.get(currency, Decimal(0))
             if delta != 0:
-                count += _post_delta(account, day, currency, posted.get(currency, Decimal(0)), targets[currency], end)
+                before = posted.get(currency, Decimal(0))
+                count += _post_delta(account, day, currency, before, targets[currency], end, fees)
         return count
 
 
@@ -92,14 +95,23 @@ def _posted_consumption(account: VendorAccount, day: date) -> dict[str, Decimal]
     return {currency: storage_amount(Decimal(total)) for currency, total in rows}
 
 
-def _post_delta(account: VendorAccount, day: date, currency: str, before: Decimal, after: Decimal, at: datetime) -> int:
+def _post_delta(
+    account: VendorAccount,
+    day: date,
+    currency: str,
+    before: Decimal,
+    after: Decimal,
+    at: datetime,
+    fees: dict[str, Decimal],
+) -> int:
+    """The consumption and the customer charge of one delta, posted together."""
     from billing.fx.selectors import FxRateMissing, convert
 
     org = account.organization
     va = account.pk
     delta = after - before
     transition = f"{va}:{day.isoformat()}:{currency}:{before}->{after}"
-    ledger_post(
+    consumption = Posting(
         kind=LedgerTransaction.Kind.CONSUMPTION,
         idempotency_key=f"consumption:{transition}",
         entries=[
@@ -118,13 +130,15 @@ def _post_delta(account: VendorAccount, day: date, currency: str, before: Decima
     except FxRateMissing as exc:
         raise SettlementError(str(exc)) from None
     converted = storage_amount(converted)
-    fee = storage_amount(converted * fee_percent(organization=org, vendor=account.vendor) / 100)
+    if account.vendor not in fees:
+        fees[account.vendor] = fee_percent(organization=org, vendor=account.vendor)
+    fee = storage_amount(converted * fees[account.vendor] / 100)
     debit = (
         accounts.customer_wallet(org.pk, org.currency)
         if org.billing_mode == Organization.BillingMode.PREPAID_WALLET
         else accounts.receivable(org.pk, org.currency)
     )
-    ledger_post(
+    charge = Posting(
         kind=LedgerTransaction.Kind.CUSTOMER_CHARGE,
         idempotency_key=f"charge:{transition}",
         entries=[
@@ -146,6 +160,7 @@ def _post_delta(account: VendorAccount, day: date, currency: str, before: Decima
             "fee": str(fee),
         },
     )
+    ledger_post_many(postings=[consumption, charge])
     return 2
 
 
@@ -158,15 +173,64 @@ def days_to_settle(*, account: VendorAccount, since: datetime | None) -> list[da
     return sorted(set(days))
 
 
+def unchanged_days(*, account: VendorAccount, days: list[date]) -> set[date]:
+    """Those of ``days`` whose cost records add up to what the ledger holds, read in two queries for
+    all of them and without the account's lock: settling such a day would post nothing. What the
+    ledger holds is read first, so a day another worker settles meanwhile is read as changed (and then
+    settled under the lock, which posts nothing), never the other way round."""
+    if not days:
+        return set()
+    first, last = min(days), max(days)
+    posted: dict[date, dict[str, Decimal]] = defaultdict(dict)
+    for settled, currency, total in (
+        LedgerEntry.objects.filter(
+            transaction__vendor_account_id=account.pk,
+            transaction__kind=LedgerTransaction.Kind.CONSUMPTION,
+            transaction__settlement_day__gte=first,
+            transaction__settlement_day__lte=last,
+            account__key__startswith=f"vendor_consumption:{account.pk}:",
+        )
+        .values_list("transaction__settlement_day", "currency")
+        .annotate(total=Sum("amount"))
+    ):
+        posted[settled][currency] = storage_amount(Decimal(total))
+    targets: dict[date, dict[str, Decimal]] = defaultdict(dict)
+    for each, currency, total in (
+        CostRecord.objects.filter(
+            vendor_account_id=account.pk,
+            charge_period_start__gte=day_bounds(first)[0],
+            charge_period_start__lt=day_bounds(last)[1],
+        )
+        .annotate(day=TruncDate("charge_period_start", tzinfo=UTC))
+        .values_list("day", "billing_currency")
+        .annotate(total=Sum("billed_cost"))
+    ):
+        targets[each][currency] = storage_amount(total)
+    return {
+        each
+        for each in days
+        if all(
+            targets[each].get(currency, Decimal(0)) == posted[each].get(currency, Decimal(0))
+            for currency in set(targets[each]) | set(posted[each])
+        )
+    }
+
+
 def settle_vendor_account(*, vendor_account_id: int, day: date | None = None) -> SettlementResult:
-    """Settle one day, or every day whose cost records changed since the last settlement."""
+    """Settle one day, or every day whose cost records changed since the last settlement. A day whose
+    cost records already match the ledger is counted as settled without taking the lock."""
     account = VendorAccount.objects.get(pk=vendor_account_id)
     started = timezone.now()
     days = [day] if day else days_to_settle(account=account, since=account.settled_at)
+    unchanged = unchanged_days(account=account, days=days) if day is None else set()
     result = SettlementResult(vendor_account_id=vendor_account_id)
+    fees: dict[str, Decimal] = {}
     for each in days:
+        if each in unchanged:
+            result.days += 1
+            continue
         try:
-            result.postings += settle_vendor_account_day(vendor_account_id=vendor_account_id, day=each)
+            result.postings += settle_vendor_account_day(vendor_account_id=vendor_account_id, day=each, fees=fees)
             result.days += 1
         except SettlementError as exc:
             result.errors.append(f"{each.isoformat()}: {exc}")

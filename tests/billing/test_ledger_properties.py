@@ -128,19 +128,20 @@ def test_a_settlement_that_dies_midway_and_is_rerun_equals_one_clean_run(
     account = VendorAccountFactory()
     for i, day in enumerate(DAYS):
         cost(account, day, f"{10 + i}.25")
-    original = settlement.ledger_post
+    original = settlement.ledger_post_many
     calls = {"n": 0}
 
     def dying_post(**kwargs: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 4:  # after the third posting: inside day 2's transaction
+        posted = original(**kwargs)
+        if calls["n"] == 2:  # day 2's postings are written, its transaction is not committed yet
             raise RuntimeError("worker killed")
-        return original(**kwargs)
+        return posted
 
-    monkeypatch.setattr(settlement, "ledger_post", dying_post)
+    monkeypatch.setattr(settlement, "ledger_post_many", dying_post)
     with pytest.raises(RuntimeError):
         settle_vendor_account(vendor_account_id=account.pk)
-    monkeypatch.setattr(settlement, "ledger_post", original)
+    monkeypatch.setattr(settlement, "ledger_post_many", original)
     assert LedgerTransaction.objects.filter(settlement_day=DAYS[1]).count() == 0  # day 2 rolled back whole
     settle_vendor_account(vendor_account_id=account.pk)
     crashed = _ledger_snapshot()
