@@ -35,7 +35,8 @@ from django.utils import timezone
 
 from aggregator.money import CurrencyError, currency_code, quantize
 from billing.invoicing.models import Invoice
-from billing.invoicing.services import InvoiceError, invoice_payment_record
+from billing.invoicing.services import InvoiceError, invoice_payment_record, invoice_refunds_refresh
+from billing.payments.dunning.services import dunning_payment_failed, dunning_payment_succeeded
 from billing.payments.gateways import gateway_for
 from billing.payments.gateways.base import PaymentConfigurationError, PaymentDeclined, PaymentNeedsAction
 from billing.payments.gateways.paypal import Capture, DuplicateInvoiceId, InstrumentDeclined, PayPalGateway
@@ -320,12 +321,20 @@ def _capture_apply(payment: Payment, capture: Capture) -> str:
         # A funding source declined before the buyer chose another one: paid wins, the failure goes.
         if payment.advance(Payment.Status.SUCCEEDED):
             payment.failure_code, payment.failure_message = "", ""
-    elif capture.status == "PENDING":
+        payment.save()
+        if payment.invoice_id is not None:
+            dunning_payment_succeeded(payment=payment, now=timezone.now())  # closes the invoice's dunning case
+        return note
+    if capture.status == "PENDING":
         if payment.status == Payment.Status.REQUIRES_PAYMENT:
             payment.status = Payment.Status.PROCESSING
-    elif payment.succeeded_at is None:  # DECLINED, FAILED
+    elif payment.succeeded_at is None:  # DECLINED, FAILED: the money did not move
         payment.status, payment.failure_code = Payment.Status.FAILED, "capture_declined"
         payment.failure_message = "PayPal declined the payment. Pay again with another funding source, or by card."
+        payment.save()
+        if payment.invoice_id is not None:
+            dunning_payment_failed(payment=payment, now=timezone.now())  # opens or advances the dunning case
+        return note
     payment.save()
     return note
 
@@ -399,6 +408,8 @@ def _on_refunded(gateway: str, refund: Mapping[str, Any], details: Mapping[str, 
     if payment.amount_refunded >= payment.amount and payment.advance(Payment.Status.REFUNDED):
         payment.refunded_at = timezone.now()
     payment.save()
+    if payment.invoice_id is not None:
+        invoice_refunds_refresh(invoice_id=payment.invoice_id)  # a refund without a credit note is owed again
     return WebhookEvent.Status.PROCESSED, ""
 
 

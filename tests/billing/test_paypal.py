@@ -20,6 +20,7 @@ from django.urls import reverse
 from aggregator.tenancy.models import Organization, Role, User
 from billing.invoicing.models import Invoice
 from billing.payments import services
+from billing.payments.dunning.models import DunningCase
 from billing.payments.gateways.paypal import PayPalGateway
 from billing.payments.records import Payment, WebhookEvent
 from billing.payments.sandbox.paypal import PayPalSandbox
@@ -436,13 +437,16 @@ def test_a_denied_capture_fails_the_payment_and_a_late_denial_changes_nothing(
     assert (payment.status, payment.failure_code) == ("failed", "capture_declined")
     invoice.refresh_from_db()
     assert invoice.amount_paid == Decimal("0.00")
+    case = DunningCase.objects.get(invoice=invoice)  # the money did not move: collecting starts
+    assert case.state == "active"
 
     paid, _ = paid_with_paypal(portal, invoice, buyer)  # a new attempt, a new order
     late = {**resource, "id": paid.charge_reference, "status": "DECLINED",
             "supplementary_data": {"related_ids": {"order_id": paid.gateway_reference}}}  # fmt: skip
     assert deliver(paypal.event("PAYMENT.CAPTURE.DECLINED", late)).status_code == 200
     paid.refresh_from_db()
-    assert paid.status == "succeeded"
+    case.refresh_from_db()
+    assert (paid.status, case.state) == ("succeeded", "recovered")
     assert WebhookEvent.objects.order_by("-id").first().status == "ignored"  # type: ignore[union-attr]
 
 
@@ -456,7 +460,10 @@ def test_refunds_and_disputes_are_recorded_on_the_payment(
     assert refunded["event_type"] == "PAYMENT.CAPTURE.REFUNDED"
     deliver(refunded)  # PayPal's event about the refund we made: nothing is added twice
     payment.refresh_from_db()
+    invoice.refresh_from_db()
     assert (payment.amount_refunded, payment.status) == (Decimal("20.50"), "succeeded")
+    assert (invoice.amount_paid, invoice.amount_refunded, invoice.status) == (
+        Decimal("120.50"), Decimal("20.50"), "partially_paid")  # fmt: skip
 
     dispute = {"dispute_id": "PP-D-27803", "reason": "MERCHANDISE_OR_SERVICE_NOT_RECEIVED", "status": "OPEN",
                "disputed_transactions": [{"seller_transaction_id": payment.charge_reference}],
