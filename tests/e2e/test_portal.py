@@ -16,17 +16,19 @@ from pathlib import Path
 
 import pytest
 from django.utils import timezone, translation
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 from pypdf import PdfReader
 
 from aggregator.tenancy.models import Organization, User
 from billing.invoicing.close import period_close
 from billing.invoicing.models import Invoice
 from billing.ledger.flows import vendor_account_settle
+from billing.ledger.models import CreditPurchase
 from billing.ledger.services import credit_purchase_record
 from billing.payments.localstripe import LocalStripe
 from billing.payments.records import Payment
-from providers.models import SyncRun
+from billing.topups.models import TopUp, TopUpRule
+from providers.models import CostRecord, SyncRun, VendorAccount
 from providers.sandbox.base import SandboxServer
 from providers.sandbox.demo import DEMO_KEYS, DEMO_SANDBOXES
 from providers.services import sync_run_request, vendor_account_create
@@ -56,17 +58,25 @@ def test_sign_in_with_a_wrong_password_then_the_right_one(page: Page, customer: 
     shot("dashboard-empty")
 
 
-def test_the_portal_switches_to_japanese_and_stays_so(page: Page, customer: User, shot: Shot) -> None:
+def test_the_portal_switches_to_japanese_and_stays_so(page: Page, organization: Organization, shot: Shot) -> None:
+    VendorAccountFactory(organization=organization, vendor="openai", label="OpenAI prod")
     sign_in(page)
     expect(page.locator("html")).to_have_attribute("lang", "en")
     page.select_option("#lang-select", "ja")
     page.click("form.lang button[type=submit]")
     expect(page.locator("html")).to_have_attribute("lang", "ja")
-    expect(page.locator("h1")).to_have_text(japanese("Dashboard"))
-    page.goto("/")  # the choice is remembered (language cookie)
-    expect(page.locator("html")).to_have_attribute("lang", "ja")
     expect(page.locator("#lang-select")).to_have_value("ja")
-    shot("dashboard-ja")
+    for link, title, name in (
+        ("#nav-dashboard", "Dashboard", "dashboard"),
+        ("#nav-vendor-accounts", "Vendor accounts", "vendor-accounts"),
+        ("#nav-credits", "Credits", "credits"),
+        ("#nav-invoices", "Invoices", "invoices"),
+    ):
+        page.click(link)  # the choice is remembered from page to page
+        expect(page.locator("html")).to_have_attribute("lang", "ja")
+        expect(page.locator(link)).to_have_text(japanese(title))
+        expect(page.locator("h1")).to_have_text(japanese(title))
+        shot(f"{name}-ja")
 
 
 def japanese(message: str) -> str:
@@ -75,6 +85,46 @@ def japanese(message: str) -> str:
         translated = translation.gettext(message)
     assert translated != message, f"No Japanese translation of {message!r} in locale/ja"
     return translated
+
+
+def test_link_a_sandbox_vendor_account_and_see_it_sync(
+    page: Page, organization: Organization, sandboxes: dict[str, SandboxServer], shot: Shot
+) -> None:
+    sandbox = sandboxes["openai"]
+    sign_in(page)
+    page.click("#nav-vendor-accounts")
+    expect(page.locator("#accounts")).to_contain_text("No vendor accounts are linked yet.")
+    page.click("#link-openai")
+    page.fill("#id_label", "OpenAI production")
+    page.fill("#id_admin_key", DEMO_KEYS["openai"]["admin_key"])
+    page.locator("#link-form details summary").click()  # "Advanced": the API base, here the sandbox's
+    page.fill("#id_api_base", f"{sandbox.url}/v1")
+    shot("vendor-account-link")
+    page.click("#link-submit")
+
+    expect(page.locator("h1")).to_have_text("OpenAI production")
+    expect(page.locator(".messages")).to_contain_text("OpenAI production is linked.")
+    expect(page.locator("#credentials-masked")).not_to_contain_text(DEMO_KEYS["openai"]["admin_key"])
+    page.click("#test-connection")
+    expect(page.locator(".messages")).to_contain_text("Connection works")
+    page.click("#sync-now")  # Celery runs eager: the sync is done when the page comes back
+    expect(page.locator(".messages")).to_contain_text("is queued")
+    run = page.locator("#sync-history tr[data-run]").first
+    expect(run.locator(".badge")).to_have_text("Succeeded")
+    account = VendorAccount.objects.get(organization=organization)
+    (sync,) = SyncRun.objects.filter(vendor_account=account)
+    assert sync.status == SyncRun.Status.SUCCEEDED and sync.trigger == SyncRun.Trigger.PORTAL
+    assert sync.rows_written >= CostRecord.objects.filter(vendor_account=account).count() > 0
+    assert any(r.path.startswith("/v1/organization/costs") for r in sandbox.vendor.requests)
+    expect(run.locator("td.num")).to_have_text(str(sync.rows_written))
+    expect(page.locator("#account-status-badge")).to_have_text("Active")
+    shot("vendor-account")
+
+    page.click("#nav-vendor-accounts")
+    row = page.locator(f"#accounts tr[data-account='{account.pk}']")
+    expect(row).to_contain_text("OpenAI production")
+    expect(row.locator(".badge.run-succeeded")).to_have_text("Succeeded")
+    shot("vendor-accounts")
 
 
 def test_dashboard_figures_equal_the_apis(
@@ -180,10 +230,7 @@ def test_an_invoice_is_opened_its_pdf_downloaded_and_paid_by_card(
     page.click("#invoice-pay")
     expect(page.locator("#pay-amount")).to_have_text("120.50 USD")
     expect(page.locator("#pay-button")).to_be_enabled()  # Stripe.js (localstripe's) mounted the card
-    card = page.locator("#card-element")
-    for field, value in (("number", number), ("exp_month", "12"), ("exp_year", "30"), ("cvc", "123"),
-                         ("postal_code", "94107")):  # fmt: skip
-        card.locator(f"input[placeholder={field}]").fill(value)
+    fill_card(page.locator("#card-element"), number)
     shot("pay")
     page.click("#pay-button")
     status = page.locator("#payment-status")
@@ -208,3 +255,61 @@ def test_an_invoice_is_opened_its_pdf_downloaded_and_paid_by_card(
     assert invoice.status == Invoice.Status.PAID
     (payment,) = Payment.objects.filter(invoice=invoice)
     assert (payment.status, payment.amount, payment.currency) == (Payment.Status.SUCCEEDED, Decimal("120.50"), "USD")
+
+
+def test_save_a_card_record_a_purchase_and_set_a_top_up_rule(
+    page: Page, organization: Organization, stripe_live: LocalStripe, shot: Shot
+) -> None:
+    account = VendorAccountFactory(organization=organization, vendor="openai", label="OpenAI prod")
+    sign_in(page)
+
+    # A card for automatic payments, saved with Stripe.js (confirmCardSetup against localstripe).
+    page.click("#nav-payment-methods")
+    expect(page.locator("#payment-methods")).to_contain_text("No saved payment methods yet.")
+    expect(page.locator("#save-card-button")).to_be_enabled()
+    fill_card(page.locator("#setup-card-element"), VISA)
+    page.click("#save-card-button")
+    method = page.locator("#payment-methods li[data-payment-method]")
+    expect(method).to_have_count(1)
+    expect(method.locator(".pm-label")).to_contain_text("4242")
+    expect(method.locator(".pm-default")).to_be_visible()
+    shot("payment-methods")
+
+    page.click("#nav-credits")
+    expect(page.locator("#balance-amount")).to_have_text("0.00 USD")
+    page.fill("#id_amount", "250.00")
+    page.fill("#id_note", "Prepaid at OpenAI")
+    page.click("#purchase-submit")
+    expect(page.locator(".messages")).to_contain_text("Recorded purchase of 250.00 USD for OpenAI prod.")
+    expect(page.locator("#balance-amount")).to_have_text("250.00 USD")
+    expect(page.locator("#purchases tbody tr")).to_have_count(1)
+    expect(page.locator("#purchases tbody tr")).to_contain_text("Prepaid at OpenAI")
+    (purchase,) = CreditPurchase.objects.filter(vendor_account=account)
+    assert (purchase.amount, purchase.currency, purchase.kind) == (Decimal("250.00"), "USD", "purchase")
+
+    page.click("#new-top-up-rule")
+    expect(page.locator("#id_vendor_account")).to_have_value(str(account.pk))
+    page.select_option("#id_trigger", "balance_below")
+    page.fill("#id_threshold_amount", "100")
+    page.select_option("#id_method", "fixed")
+    page.fill("#id_amount", "500")
+    shot("top-up-rule")
+    page.click("#rule-submit")
+    expect(page.locator(".messages")).to_contain_text("The top-up rule was saved.")
+    rule = page.locator("#top-up-rules li.rule")
+    expect(rule).to_have_count(1)
+    expect(rule).to_contain_text("when the balance is below 100.00 USD")
+    expect(rule).to_contain_text("add 500.00 USD")
+    expect(rule.locator(".badge")).to_have_text("On")
+    shot("credits")
+    (saved,) = TopUpRule.objects.filter(organization=organization)
+    assert (saved.vendor_account, saved.threshold_amount, saved.amount, saved.enabled) == (
+        account, Decimal("100"), Decimal("500"), True)  # fmt: skip
+    assert not TopUp.objects.exists()  # 250.00 is above the threshold: nothing charged yet
+
+
+def fill_card(element: Locator, number: str) -> None:
+    """Type a card into the card Element (localstripe's stand-in renders plain inputs)."""
+    for field, value in (("number", number), ("exp_month", "12"), ("exp_year", "30"), ("cvc", "123"),
+                         ("postal_code", "94107")):  # fmt: skip
+        element.locator(f"input[placeholder={field}]").fill(value)
