@@ -81,7 +81,7 @@ class VendorAccountAdmin(ModelAdmin):
     list_select_related = ["organization"]
     search_fields = ["label", "organization__slug", "organization__name"]
     readonly_fields = [
-        "credentials_masked",
+        "credentials",
         "status",
         "status_message",
         "sync_cursor",
@@ -105,6 +105,13 @@ class VendorAccountAdmin(ModelAdmin):
             # Viewers see the masks only; the write-only field means nothing to them.
             fields = [f for f in fields if f != "new_credentials"]
         return fields
+
+    @admin.display(description=_("Credentials (masked)"))
+    def credentials(self, obj: VendorAccount) -> SafeString:
+        masked = obj.credentials_masked or {}
+        if not masked:
+            return format_html("{}", _("None stored."))
+        return format_html_join(format_html("<br>"), "{}: {}", sorted(masked.items()))
 
     @admin.display(description=_("Sync health"))
     def sync_health(self, obj: VendorAccount) -> str:

@@ -27,6 +27,7 @@ from aggregator.tenancy.admin_base import (
 )
 from billing.invoicing import services
 from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSeries
+from billing.invoicing.pdf import InvoiceRenderError
 
 FINALIZE = "billing.finalize_invoice"
 VOID = "billing.void_invoice"
@@ -144,7 +145,7 @@ class InvoiceAdmin(AuditedModelAdmin):
         for invoice in invoices:
             try:
                 fn(invoice)
-            except services.InvoiceError as exc:
+            except (services.InvoiceError, InvoiceRenderError) as exc:
                 self.message_user(request, f"{invoice}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{invoice}: {done}.", messages.SUCCESS)

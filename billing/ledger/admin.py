@@ -70,7 +70,7 @@ class CreditPurchaseAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "currency"]
     list_select_related = ["vendor_account"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.has_perm("billing.add_creditpurchase"))
 
     def save_model(self, request: HttpRequest, obj: CreditPurchase, form: Any, change: bool) -> None:
