@@ -19,7 +19,15 @@ from billing.alerts.models import Alert, AlertPolicy
 from billing.ledger import accounts
 from billing.ledger.models import LedgerTransaction
 from billing.ledger.posting import storage_amount
-from billing.ledger.selectors import burn_rate, daily_amounts, vendor_account_runway, wallet_runway
+from billing.ledger.selectors import (
+    BURN_WINDOW_DAYS,
+    balance_of,
+    burn_rate,
+    daily_amounts,
+    runway,
+    vendor_account_currency,
+    wallet_runway,
+)
 from providers.models import VendorAccount
 
 logger = logging.getLogger(__name__)
@@ -40,22 +48,29 @@ def alert_policy_for(organization: Organization) -> AlertPolicy:
 
 def vendor_account_conditions(*, account: VendorAccount, today: date, policy: AlertPolicy) -> list[Condition]:
     label = account.label
-    result = vendor_account_runway(vendor_account=account, today=today)
-    cur = result.currency
+    yesterday = today - timedelta(days=1)
+    cur = vendor_account_currency(vendor_account=account)
+    # The 15 days up to yesterday: the last of them against the 14 before (anomaly); the last
+    # BURN_WINDOW_DAYS of them are the runway's burn window (vendor_account_runway), read once here.
+    spent = daily_amounts(
+        account_key=accounts.vendor_consumption(account.pk, account.organization_id, cur).key,
+        kind=LedgerTransaction.Kind.CONSUMPTION,
+        end_day=yesterday,
+        days=max(15, BURN_WINDOW_DAYS),
+    )
+    result = runway(
+        balance=balance_of(key=accounts.vendor_prepaid(account.pk, account.organization_id, cur).key),
+        currency=cur,
+        burn=burn_rate(spent[-BURN_WINDOW_DAYS:]),
+        today=today,
+    )
     low = (policy.low_balance_amount is not None and result.balance < policy.low_balance_amount) or (
         result.runway_days is not None and result.runway_days < policy.low_balance_days
     )
     soon = result.depletion_date is not None and result.depletion_date <= today + timedelta(
         days=policy.depletion_within_days
     )
-    yesterday = today - timedelta(days=1)
-    spent = daily_amounts(
-        account_key=accounts.vendor_consumption(account.pk, account.organization_id, cur).key,
-        kind=LedgerTransaction.Kind.CONSUMPTION,
-        end_day=yesterday,
-        days=15,
-    )
-    baseline, last = burn_rate(spent[:-1]), spent[-1]
+    baseline, last = burn_rate(spent[-15:-1]), spent[-1]
     anomaly = baseline > 0 and last > baseline * Decimal(policy.anomaly_factor)
     hours = policy.sync_failing_hours
     failing = account.failure_streak > 0 and (
@@ -142,11 +157,17 @@ def alerts_apply(
 ) -> list[Alert]:
     """Open an alert for each active condition that has none open; resolve those that cleared.
     Returns the alerts opened now (each told once to the billing admins)."""
-    opened = []
+    opened: list[Alert] = []
+    if not conditions:
+        return opened
+    open_now = {
+        alert.kind: alert
+        for alert in Alert.objects.filter(
+            organization=organization, subject=subject, status=Alert.Status.OPEN, kind__in=[c.kind for c in conditions]
+        )
+    }
     for condition in conditions:
-        current = Alert.objects.filter(
-            organization=organization, kind=condition.kind, subject=subject, status=Alert.Status.OPEN
-        ).first()
+        current = open_now.get(condition.kind)
         if condition.active and current is None:
             try:
                 with transaction.atomic():

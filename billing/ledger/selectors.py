@@ -78,10 +78,15 @@ def runway(*, balance: Decimal, currency: str, burn: Decimal, today: date) -> Ru
     return Runway(balance, currency, burn, days, depletion)
 
 
+def vendor_account_currency(*, vendor_account: VendorAccount) -> str:
+    """The currency of the account's prepaid credits (the first, when several), else of its cost records."""
+    currencies = vendor_prepaid_currencies(vendor_account=vendor_account)
+    return currencies[0] if currencies else _vendor_currency(vendor_account)
+
+
 def vendor_account_runway(*, vendor_account: VendorAccount, today: date, currency: str | None = None) -> Runway:
     """Balance of the vendor's prepaid credits and how long they last at the recent burn rate."""
-    currencies = vendor_prepaid_currencies(vendor_account=vendor_account)
-    currency = currency or (currencies[0] if currencies else _vendor_currency(vendor_account))
+    currency = currency or vendor_account_currency(vendor_account=vendor_account)
     va, org = vendor_account.pk, vendor_account.organization_id
     balance = balance_of(key=accounts.vendor_prepaid(va, org, currency).key)
     spent = daily_amounts(
