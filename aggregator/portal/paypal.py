@@ -41,6 +41,14 @@ def invoice_url(invoice_id: int) -> str:
         return reverse("portal:dashboard")
 
 
+def duplicate_invoice_message() -> str:
+    return _(
+        "PayPal already has a payment under this invoice number, so it refused a new one; nothing was "
+        "charged. If you already paid this invoice with PayPal, we will match it. Otherwise try again: "
+        "the next PayPal payment carries a new reference."
+    )
+
+
 class InvoicePayPalStartView(InvoiceObjectView):
     """POST: the PayPal order of the invoice; redirects to PayPal's approval page."""
 
@@ -60,11 +68,7 @@ class InvoicePayPalStartView(InvoiceObjectView):
             messages.info(request, _("A payment of this invoice is being confirmed: the invoice updates when it is."))
             return back
         except DuplicateInvoiceId:
-            messages.error(request, _(
-                "PayPal already has a payment under this invoice number, so it refused a new one; nothing was "
-                "charged. If you already paid this invoice with PayPal, we will match it. Otherwise try again: "
-                "the next PayPal payment carries a new reference."
-            ))  # fmt: skip
+            messages.error(request, duplicate_invoice_message())
             return back
         except PaymentConfigurationError as exc:
             logger.error("invoice %s: PayPal unavailable: %s", invoice.pk, exc.message)
@@ -129,7 +133,7 @@ class InvoicePayPalReturnView(InvoiceObjectView):
         elif result.outcome == "processing":
             messages.info(request, _("PayPal is reviewing the payment: the invoice updates when PayPal completes it."))
         elif result.payment.failure_code == paypal_services.DUPLICATE_INVOICE_ID:
-            messages.error(request, _(result.message))
+            messages.error(request, duplicate_invoice_message())
         else:
             messages.error(request, _("PayPal did not complete the payment; nothing was charged. Try again, or pay "
                                       "by card or bank transfer."))  # fmt: skip

@@ -227,7 +227,8 @@ def invoice_paypal_order_capture(*, invoice_id: int, order_id: str) -> PayPalRet
             assert payment.invoice is not None
             recorded = _missed_captures_record(gateway, payment)
             _fail(payment, DUPLICATE_INVOICE_ID, _duplicate_message(payment.invoice, recorded))
-            return PayPalReturn("failed", payment, payment.failure_message)
+            # Recorded: the invoice was paid by an order whose capture we had missed.
+            return PayPalReturn("paid" if recorded else "failed", payment, payment.failure_message)
         except PaymentDeclined as exc:
             _fail(payment, exc.decline_code, exc.message)
             return PayPalReturn("failed", payment, exc.message)

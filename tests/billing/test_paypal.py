@@ -251,6 +251,30 @@ def test_duplicate_invoice_id_for_a_payment_we_never_made_is_explained_and_the_n
     assert creates(paypal)[-1].headers["paypal-request-id"] == f"invoice:{invoice.pk}:attempt:2"
 
 
+def test_duplicate_invoice_id_at_capture_fails_the_attempt_and_charges_nothing(
+    portal: Client, invoice: Invoice, paypal: PayPalSandbox, buyer: Buyer
+) -> None:
+    approve_url = start(portal, invoice)["Location"]
+    return_path = buyer.click(approve_url)
+    gateway = PayPalGateway()  # meanwhile a payment under the same invoice number completes elsewhere
+    elsewhere = gateway.order_create(
+        amount=Decimal("120.50"), currency="USD", request_id="elsewhere-2", invoice_id="INV-2026-000120",
+        custom_id="", description="", return_url="http://example.test/", cancel_url="http://example.test/",
+    )  # fmt: skip
+    paypal.approve(elsewhere.id)
+    gateway.order_capture(elsewhere.id)
+
+    back = portal.get(return_path)
+
+    assert back["Location"] == reverse("portal:invoice-detail", args=[invoice.pk])
+    assert "PayPal already has a payment under this invoice number" in messages_of(back)[0]
+    payment = Payment.objects.get()
+    assert (payment.status, payment.failure_code, payment.charge_reference) == ("failed", "duplicate_invoice_id", "")
+    assert order_of(paypal, approve_url)["status"] == "APPROVED"  # not captured
+    invoice.refresh_from_db()
+    assert invoice.amount_paid == Decimal("0.00")
+
+
 def test_duplicate_invoice_id_finds_our_own_capture_we_had_given_up_on(
     portal: Client, invoice: Invoice, paypal: PayPalSandbox, buyer: Buyer
 ) -> None:
