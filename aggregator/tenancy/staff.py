@@ -41,6 +41,9 @@ _SUPPORT_PERMISSIONS = (
     "billing.view_topuprule",
     "billing.view_alert",
     "billing.view_alertpolicy",
+    "billing.view_dunningcase",
+    "billing.view_dunningstep",
+    "billing.view_dunningpolicy",
 )
 
 _FINANCE_PERMISSIONS = (
@@ -92,6 +95,12 @@ _FINANCE_PERMISSIONS = (
     "billing.change_topuprule",
     "billing.view_alert",
     "billing.view_alertpolicy",
+    # Dunning: the queue, and the issuers' policies.
+    "billing.view_dunningcase",
+    "billing.view_dunningstep",
+    "billing.view_dunningpolicy",
+    "billing.add_dunningpolicy",
+    "billing.change_dunningpolicy",
 )
 
 STAFF_ROLES: dict[str, tuple[str, ...]] = {FINANCE: _FINANCE_PERMISSIONS, SUPPORT: _SUPPORT_PERMISSIONS}

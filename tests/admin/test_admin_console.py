@@ -25,6 +25,7 @@ from billing.fx.services import fx_rate_set_manual
 from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSeries
 from billing.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, Reconciliation, VendorFee
 from billing.ledger.services import credit_purchase_record
+from billing.payments.dunning.models import DunningCase, DunningPolicy, DunningStep
 from billing.payments.records import Payment, WebhookEvent
 from billing.topups.models import TopUpAttempt
 from providers import credentials as vault
@@ -162,6 +163,18 @@ def console_data(organization: Organization, account: VendorAccount, invoice: In
     AlertFactory(organization=organization, vendor_account=account)
     AlertPolicy.objects.create(organization=organization)
     Heartbeat.objects.create()
+    DunningPolicy.objects.create(issuer=invoice.issuer, retry_days="1, 3")
+    case = DunningCase.objects.create(
+        organization=organization,
+        invoice=invoice,
+        opened_by="overdue",
+        anchor_at=now,
+        retry_days="1, 3",
+        grace_days=7,
+        steps_done=1,
+        next_step_at=now + timedelta(3),
+    )
+    DunningStep.objects.create(organization=organization, case=case, number=1, kind="reminder", outcome="reminded")
 
 
 # --- Every page renders --------------------------------------------------------------------------
@@ -182,8 +195,27 @@ def test_every_changelist_change_and_add_page_renders_for_a_superuser(
         if model_admin.has_add_permission(as_request(superuser)):
             url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_add")
             assert root_client.get(url).status_code == 200, f"{model.__name__} add page"
-    for model in (Organization, VendorAccount, SyncRun, Invoice, Payment, WebhookEvent, LedgerTransaction, AuditEvent):
+    for model in (
+        Organization,
+        VendorAccount,
+        SyncRun,
+        Invoice,
+        Payment,
+        WebhookEvent,
+        LedgerTransaction,
+        AuditEvent,
+        DunningCase,
+        DunningPolicy,
+    ):
         assert model in checked
+
+
+def test_the_dunning_queue_lists_the_steps_ahead(console_data: None, support_client: Client) -> None:
+    case = DunningCase.objects.get()
+    assert support_client.get(changelist(DunningCase), {"queue": "due"}).status_code == 200
+    page = support_client.get(change(case)).content.decode()
+    assert "Step 2 — 2026-11-13 00:00 UTC" in page and "Write-off — 2026-11-20 00:00 UTC" in page
+    assert "Step 1 —" not in page
 
 
 def test_the_console_index_links_to_the_operator_dashboard(root_client: Client) -> None:
