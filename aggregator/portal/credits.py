@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from aggregator.portal.access import PortalView
+from aggregator.portal.selectors import vendor_runways
 from aggregator.tenancy.models import Organization
 from aggregator.tenancy.scoping import OrganizationScopedMixin, scoped
 from billing.ledger import selectors as ledger_selectors
@@ -155,10 +156,12 @@ class TopUpRuleForm(forms.Form):
             self.add_error(field, f"{label}: {message}" if field is None else message)
 
 
-def rule_preview(*, rule: TopUpRule, today: date) -> str:
-    """How often the rule would top up at the current burn rate, in a sentence in the page's language
-    (the figures as in ``billing.topups.selectors.top_up_rule_preview``)."""
-    burn = topup_selectors.target_runway(rule=rule, today=today).burn_rate_per_day
+def rule_preview(*, rule: TopUpRule, today: date, burn: Decimal | None = None) -> str:
+    """How often the rule would top up at the current burn rate (``burn``, read from the ledger when
+    not given), in a sentence in the page's language (the figures of
+    ``billing.topups.selectors.top_up_rule_preview``)."""
+    if burn is None:
+        burn = topup_selectors.target_runway(rule=rule, today=today).burn_rate_per_day
     if burn <= 0:
         return _("Nothing is being spent at the moment, so this rule would not top up.")
     if rule.trigger == TopUpRule.Trigger.BALANCE_BELOW:
@@ -229,8 +232,8 @@ class CreditsView(PortalView):
         today = timezone.now().date()
         accounts = list(scoped(VendorAccount, self.organization).order_by("vendor", "label"))
         wanted = account_id or _int(request.GET.get("account"))
-        selected = next((a for a in accounts if a.pk == wanted), accounts[0] if accounts else None)
-        if wanted and selected is not None and selected.pk != wanted:
+        selected = next((a for a in accounts if a.pk == wanted), None if wanted else accounts[0] if accounts else None)
+        if wanted and selected is None:
             raise Http404(_("No such vendor account in your organization."))
         context: dict[str, Any] = {"accounts": accounts, "selected": selected}
         if selected is not None:
@@ -253,8 +256,11 @@ class CreditsView(PortalView):
             .select_related("organization", "vendor_account", "primary_method", "fallback_method")
             .order_by("created_at", "id")
         )
+        runways = vendor_runways(organization=self.organization, today=today)
         for rule in rules:
-            rule.preview = rule_preview(rule=rule, today=today)  # type: ignore[attr-defined]
+            known = runways.get(rule.vendor_account_id) if rule.vendor_account_id else None
+            burn = known.burn_rate_per_day if known and known.currency == rule.currency else None
+            rule.preview = rule_preview(rule=rule, today=today, burn=burn)  # type: ignore[attr-defined]
         top_ups = list(
             scoped(TopUp, self.organization)
             .select_related("vendor_account")
@@ -331,11 +337,10 @@ class PurchaseCreateView(CreditsView):
             return self.page(request, purchase_form=form, account_id=account.pk, status=400)
         messages.success(
             request,
-            _("Recorded %(kind)s of %(amount)s %(currency)s for %(label)s.")
+            _("Recorded %(kind)s of %(amount)s for %(label)s.")
             % {
                 "kind": purchase.get_kind_display().lower(),
-                "amount": purchase.amount.normalize(),
-                "currency": purchase.currency,
+                "amount": topup_selectors.money_text(purchase.amount, purchase.currency),
                 "label": account.label,
             },
         )

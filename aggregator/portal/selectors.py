@@ -13,7 +13,7 @@ from aggregator.tenancy.models import Organization
 from billing.alerts.models import Alert
 from billing.ledger import accounts
 from billing.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction
-from billing.ledger.selectors import BURN_WINDOW_DAYS, burn_rate, runway
+from billing.ledger.selectors import BURN_WINDOW_DAYS, Runway, burn_rate, runway
 from providers.models import SyncRun, VendorAccount
 
 
@@ -76,6 +76,28 @@ def dashboard_for(*, organization: Organization, today: date | None = None) -> D
     for alert in open_alerts:
         if alert.vendor_account_id is not None:
             alerts_by_account.setdefault(alert.vendor_account_id, []).append(alert)
+    runways = vendor_runways(organization=organization, today=today)
+    cards = []
+    for account in vendor_accounts:
+        result = runways.get(account.pk)
+        cards.append(
+            VendorCard(
+                account,
+                result.balance if result else None,
+                result.currency if result else "",
+                result.burn_rate_per_day if result else Decimal(0),
+                result.runway_days if result else None,
+                result.depletion_date if result else None,
+                account.last_run_status,
+                tuple(alerts_by_account.get(account.pk, ())),
+            )
+        )
+    return Dashboard(organization.currency, mtd, last, cards, open_alerts[:20], daily)
+
+
+def vendor_runways(*, organization: Organization, today: date) -> dict[int, Runway]:
+    """Prepaid balance, burn rate and runway of each vendor account of ``organization`` that has a
+    ledger, in two queries (``billing.ledger.selectors.vendor_account_runway`` reads one account)."""
     prepaid = {
         a.vendor_account_id: a
         for a in LedgerAccount.objects.filter(organization=organization, key__startswith="vendor_prepaid:")
@@ -90,32 +112,18 @@ def dashboard_for(*, organization: Organization, today: date | None = None) -> D
     for account_id, day, amount in consumption:
         spent.setdefault(account_id, {}).setdefault(day, Decimal(0))
         spent[account_id][day] += Decimal(amount)
-    cards = []
-    for account in vendor_accounts:
-        ledger = prepaid.get(account.pk)
+    result = {}
+    for account_id, ledger in prepaid.items():
+        if account_id is None:
+            continue
         days = [
-            spent.get(account.pk, {}).get(today - timedelta(days=BURN_WINDOW_DAYS - i), Decimal(0))
+            spent.get(account_id, {}).get(today - timedelta(days=BURN_WINDOW_DAYS - i), Decimal(0))
             for i in range(BURN_WINDOW_DAYS)
         ]
-        result = runway(
-            balance=Decimal(ledger.balance) if ledger else Decimal(0),
-            currency=ledger.currency if ledger else "",
-            burn=burn_rate(days),
-            today=today,
+        result[account_id] = runway(
+            balance=Decimal(ledger.balance), currency=ledger.currency, burn=burn_rate(days), today=today
         )
-        cards.append(
-            VendorCard(
-                account,
-                Decimal(ledger.balance) if ledger else None,
-                result.currency,
-                result.burn_rate_per_day,
-                result.runway_days,
-                result.depletion_date,
-                account.last_run_status,
-                tuple(alerts_by_account.get(account.pk, ())),
-            )
-        )
-    return Dashboard(organization.currency, mtd, last, cards, open_alerts[:20], daily)
+    return result
 
 
 def _debit_key(organization: Organization) -> str:

@@ -121,20 +121,30 @@ def _post_bulk(organization: Organization, postings: list[tuple[VendorAccount, d
         at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=23)
         rows.append(
             (
-                LedgerTransaction(kind=LedgerTransaction.Kind.CONSUMPTION, idempotency_key=f"test:c:{account.pk}:{day}",
-                                  organization=organization, vendor_account=account, effective_at=at,
-                                  settlement_day=day),
+                LedgerTransaction(
+                    kind=LedgerTransaction.Kind.CONSUMPTION,
+                    idempotency_key=f"test:c:{account.pk}:{day}",
+                    organization=organization,
+                    vendor_account=account,
+                    effective_at=at,
+                    settlement_day=day,
+                ),
                 [(consumed.key, amount), (prepaid.key, -amount)],
             )
-        )  # fmt: skip
+        )
         rows.append(
             (
-                LedgerTransaction(kind=LedgerTransaction.Kind.CUSTOMER_CHARGE,
-                                  idempotency_key=f"test:ch:{account.pk}:{day}", organization=organization,
-                                  vendor_account=account, effective_at=at, settlement_day=day),
+                LedgerTransaction(
+                    kind=LedgerTransaction.Kind.CUSTOMER_CHARGE,
+                    idempotency_key=f"test:ch:{account.pk}:{day}",
+                    organization=organization,
+                    vendor_account=account,
+                    effective_at=at,
+                    settlement_day=day,
+                ),
                 [(receivable.key, amount), (revenue.key, -amount)],
             )
-        )  # fmt: skip
+        )
     ledgers = {}
     for key, spec in specs.items():
         ledgers[key] = LedgerAccount.objects.create(
@@ -157,4 +167,3 @@ def _post_bulk(organization: Organization, postings: list[tuple[VendorAccount, d
     LedgerEntry.objects.bulk_create(entries, batch_size=2000)
     for key, balance in balances.items():
         LedgerAccount.objects.filter(key=key).update(balance=balance)
-

@@ -58,11 +58,15 @@ def test_the_list_shows_status_and_the_last_sync(as_viewer: Client, organization
     [
         ("openai", ["admin_key"], "an admin key (sk-admin-…)"),
         ("anthropic", ["admin_key"], "an Admin key (sk-ant-admin01-…)"),
-        ("azure_openai", ["tenant_id", "client_id", "client_secret", "subscription_id", "token_url"], "Cost Management Reader"),
+        (
+            "azure_openai",
+            ["tenant_id", "client_id", "client_secret", "subscription_id", "token_url"],
+            "Cost Management Reader",
+        ),
         ("openrouter", ["management_key"], "a management key (sk-or-v1-…)"),
         ("deepseek", ["api_key"], "an API key (sk-…)"),
     ],
-)  # fmt: skip
+)
 def test_each_vendor_has_a_guided_form(as_admin: Client, vendor: str, fields: list[str], hint: str) -> None:
     page = text(as_admin.get(f"/vendor-accounts/link/?vendor={vendor}"))
     assert hint in page
@@ -107,7 +111,9 @@ def test_a_form_with_errors_says_what_is_missing_and_does_not_echo_the_key(
 
 def test_a_duplicate_label_is_refused_with_the_reason(as_admin: Client, organization: Organization) -> None:
     VendorAccountFactory(organization=organization, label="OpenAI prod")
-    response = as_admin.post("/vendor-accounts/link/", {"vendor": "openai", "label": "OpenAI prod", "admin_key": ADMIN_KEY})
+    response = as_admin.post(
+        "/vendor-accounts/link/", {"vendor": "openai", "label": "OpenAI prod", "admin_key": ADMIN_KEY}
+    )
     assert response.status_code == 400
     assert "An account labelled &#x27;OpenAI prod&#x27; already exists: choose another label." in text(response)
 
@@ -151,7 +157,9 @@ def test_sync_now_queues_a_run_that_fetches_the_costs(
 
 
 def test_leaving_the_key_empty_keeps_it_and_a_new_one_replaces_it(as_admin: Client, linked: VendorAccount) -> None:
-    as_admin.post(f"/vendor-accounts/{linked.pk}/", {"label": "OpenAI main", "admin_key": "", "api_base": linked.api_base})
+    as_admin.post(
+        f"/vendor-accounts/{linked.pk}/", {"label": "OpenAI main", "admin_key": "", "api_base": linked.api_base}
+    )
     linked.refresh_from_db()
     assert linked.label == "OpenAI main"
     assert vault.decrypt(linked.credentials_encrypted) == {"admin_key": ADMIN_KEY}
@@ -162,9 +170,7 @@ def test_leaving_the_key_empty_keeps_it_and_a_new_one_replaces_it(as_admin: Clie
     assert linked.credentials_masked == {"admin_key": "sk-admin-…9zz"}
 
 
-def test_disconnecting_an_account_with_money_history_keeps_it_disabled(
-    as_admin: Client, linked: VendorAccount
-) -> None:
+def test_disconnecting_an_account_with_money_history_keeps_it_disabled(as_admin: Client, linked: VendorAccount) -> None:
     credit_purchase_record(
         vendor_account=linked, amount=Decimal("100"), currency="USD", kind="purchase", effective_at=timezone.now()
     )

@@ -1,0 +1,57 @@
+"""Every portal page reads in a fixed number of queries: ten vendor accounts with one week of
+history cost exactly as many queries as ten with a year of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from aggregator.tenancy.models import Role
+from billing.topups.models import TopUpRule
+from tests.factories import MembershipFactory, OrganizationFactory
+from tests.portal.conftest import build_history, signed_in
+
+PAGES = [
+    "/",
+    "/vendor-accounts/",
+    "/vendor-accounts/link/?vendor=azure_openai",
+    "/vendor-accounts/{account}/",
+    "/credits/",
+    "/credits/?account={account}",
+    "/credits/top-up-rules/new/",
+    "/credits/top-up-rules/{rule}/",
+    "/usage/",
+    "/usage/?start=2000-01-01&group_by=model",
+    "/usage/costs.csv?start=2000-01-01",
+    "/usage/focus.csv?start=2000-01-01",
+    "/team/",
+    "/billing-profile/",
+    "/security/",
+]
+
+
+def _queries(client: Client, path: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(path)
+        if response.streaming:
+            b"".join(response.streaming_content)
+    assert response.status_code == 200, path
+    return len(captured)
+
+
+def test_a_year_of_history_costs_no_more_queries_than_a_week(db: Any) -> None:
+    counts: dict[int, dict[str, int]] = {}
+    for days in (7, 365):
+        organization = OrganizationFactory(slug=f"history-{days}")
+        owner = MembershipFactory(organization=organization, role=Role.OWNER).user
+        accounts = build_history(organization, days=days)
+        rule = TopUpRule.objects.filter(organization=organization).order_by("pk").first()
+        assert rule is not None
+        ids = {"account": accounts[0].pk, "rule": rule.pk}
+        client = signed_in(owner)
+        client.get("/")  # warm the session and content-type caches
+        counts[days] = {path: _queries(client, path.format(**ids)) for path in PAGES}
+    assert counts[365] == counts[7]
