@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from aggregator.portal import invoices, payment_methods, paypal, views
+from aggregator.portal import accounts, credits, invoices, payment_methods, paypal, security, team, usage, views
 
 app_name = "portal"
 urlpatterns = [
@@ -42,4 +42,43 @@ urlpatterns = [
         payment_methods.PaymentMethodActionView.as_view(action="remove"),
         name="payment-method-remove",
     ),
+]
+
+# Vendor accounts, credits, usage, team, billing profile, password reset and two-factor sign-in.
+urlpatterns += [
+    path("vendor-accounts/", accounts.VendorAccountListView.as_view(), name="vendor-accounts"),
+    path("vendor-accounts/link/", accounts.VendorAccountLinkView.as_view(), name="vendor-account-link"),
+    path("vendor-accounts/<int:pk>/", accounts.VendorAccountDetailView.as_view(), name="vendor-account"),
+    path("vendor-accounts/<int:pk>/test/", accounts.VendorAccountTestView.as_view(), name="vendor-account-test"),
+    path("vendor-accounts/<int:pk>/sync/", accounts.VendorAccountSyncView.as_view(), name="vendor-account-sync"),
+    path(
+        "vendor-accounts/<int:pk>/disconnect/",
+        accounts.VendorAccountDisconnectView.as_view(),
+        name="vendor-account-disconnect",
+    ),
+    path("credits/", credits.CreditsView.as_view(), name="credits"),
+    path("credits/purchases/", credits.PurchaseCreateView.as_view(), name="credit-purchase"),
+    path("credits/top-up-rules/new/", credits.TopUpRuleCreateView.as_view(), name="top-up-rule-new"),
+    path("credits/top-up-rules/<int:pk>/", credits.TopUpRuleEditView.as_view(), name="top-up-rule"),
+    path("credits/top-up-rules/<int:pk>/toggle/", credits.TopUpRuleToggleView.as_view(), name="top-up-rule-toggle"),
+    path("usage/", usage.UsageView.as_view(), name="usage"),
+    path("usage/costs.csv", usage.UsageCsvView.as_view(), name="usage-csv"),
+    path("usage/focus.csv", usage.UsageFocusView.as_view(), name="usage-focus"),
+    path("team/", team.TeamView.as_view(), name="team"),
+    path("team/invite/", team.InviteView.as_view(), name="team-invite"),
+    path("team/invitations/revoke/", team.InvitationRevokeView.as_view(), name="invitation-revoke"),
+    path("team/members/<int:pk>/role/", team.MemberRoleView.as_view(), name="member-role"),
+    path("team/members/<int:pk>/remove/", team.MemberRemoveView.as_view(), name="member-remove"),
+    path("invitations/<str:token>/", team.InvitationAcceptView.as_view(), name="invitation-accept"),
+    path("billing-profile/", team.BillingProfileView.as_view(), name="billing-profile"),
+    path("login/verify/", security.LoginVerifyView.as_view(), name="login-verify"),
+    path("security/", security.SecurityView.as_view(), name="security"),
+    path("password-reset/", security.PasswordResetView.as_view(), name="password-reset"),
+    path("password-reset/sent/", security.PasswordResetDoneView.as_view(), name="password-reset-done"),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        security.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
+    path("password-reset/done/", security.PasswordResetCompleteView.as_view(), name="password-reset-complete"),
 ]
