@@ -73,10 +73,11 @@ def build_lines(*, organization: Organization, start: date, end: date, grouping:
     )
     rates: dict[tuple[int | None, date | None, str], Decimal] = {}
     fees: dict[int | None, Decimal] = defaultdict(Decimal)
-    for tx in charges:
-        meta = tx.metadata
-        rates[(tx.vendor_account_id, tx.settlement_day, meta["source_currency"])] = Decimal(meta["rate"])
-        fees[tx.vendor_account_id] += Decimal(meta["fee"])
+    for vendor_account_id, settlement_day, meta in charges.values_list(
+        "vendor_account_id", "settlement_day", "metadata"
+    ):
+        rates[(vendor_account_id, settlement_day, meta["source_currency"])] = Decimal(meta["rate"])
+        fees[vendor_account_id] += Decimal(meta["fee"])
     accounts_by_id = {a.pk: a for a in VendorAccount.objects.filter(organization=organization)}
     rows = (
         CostRecord.objects.filter(
