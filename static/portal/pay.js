@@ -198,7 +198,7 @@
         var available = event && event.availablePaymentMethods;
         expressEl.hidden = !(available && available.googlePay);
       });
-      express.on('confirm', function () {
+      express.on('confirm', function (confirmEvent) {
         var paymentIntent = null;
         clearError();
         setState('working', cfg.textWorking);
@@ -220,7 +220,13 @@
             if (result && result.error) { throw result.error; }
             processing(paymentIntent);
           })
-          .catch(fail);
+          .catch(function (error) {
+            // Close the wallet's sheet with a failure, then say why on the page.
+            if (confirmEvent && typeof confirmEvent.paymentFailed === 'function') {
+              confirmEvent.paymentFailed({reason: 'fail'});
+            }
+            fail(error);
+          });
       });
       try {
         express.mount(expressEl);
