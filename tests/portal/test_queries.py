@@ -9,9 +9,9 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from aggregator.tenancy.models import Role
+from aggregator.tenancy.models import Organization, Role
 from billing.topups.models import TopUpRule
-from tests.factories import MembershipFactory, OrganizationFactory
+from tests.factories import MembershipFactory, OrganizationFactory, TopUpRuleFactory, VendorAccountFactory
 from tests.portal.conftest import build_history, signed_in
 
 PAGES = [
@@ -55,3 +55,15 @@ def test_a_year_of_history_costs_no_more_queries_than_a_week(db: Any) -> None:
         client.get("/")  # warm the session and content-type caches
         counts[days] = {path: _queries(client, path.format(**ids)) for path in PAGES}
     assert counts[365] == counts[7]
+
+
+def test_every_page_renders_in_japanese(organization: Organization, owner: Any) -> None:
+    account = VendorAccountFactory(organization=organization)
+    rule = TopUpRuleFactory(organization=organization, vendor_account=account)
+    client = signed_in(owner)
+    client.post("/i18n/setlang/", {"language": "ja", "next": "/"})
+    for path in PAGES:
+        response = client.get(path.format(account=account.pk, rule=rule.pk))
+        assert response.status_code == 200, path
+        if not response.streaming:
+            assert '<html lang="ja">' in response.content.decode(), path
