@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from unfold.decorators import action
+from unfold.widgets import UnfoldAdminPasswordWidget
 
 from aggregator.tenancy.admin_base import (
     ModelAdmin,
@@ -24,7 +25,9 @@ from aggregator.tenancy.admin_base import (
     admin_audit,
     admin_user,
     change_page,
+    link,
     require_permission,
+    rows_table,
 )
 from providers import services
 from providers.models import BalanceObservation, CostRecord, SyncRun, UsageRecord, VendorAccount
@@ -38,7 +41,7 @@ RECENT_RUNS = 10
 class VendorAccountForm(forms.ModelForm):
     new_credentials = forms.CharField(
         required=False,
-        widget=forms.PasswordInput(render_value=False),
+        widget=UnfoldAdminPasswordWidget(render_value=False),
         help_text='Write-only. A JSON object, e.g. {"admin_key": "sk-admin-…"}; leave empty to keep the current ones.',
     )
 
@@ -126,23 +129,22 @@ class VendorAccountAdmin(ModelAdmin):
         runs = SyncRun.objects.filter(vendor_account=obj).order_by("-created_at", "-id")[:RECENT_RUNS]
         if not runs:
             return format_html("{}", _("No sync runs yet."))
-        rows = format_html_join(
-            "",
-            "<tr><td class='pr-4'><a href='{}'>{}</a></td><td class='pr-4'>{}</td>"
-            "<td class='pr-4'>{}</td><td>{}</td></tr>",
+        return rows_table(
             (
                 (
-                    reverse("admin:providers_syncrun_change", args=[run.pk]),
-                    run.created_at.strftime("%Y-%m-%d %H:%M"),
+                    link(
+                        reverse("admin:providers_syncrun_change", args=[run.pk]),
+                        run.created_at.strftime("%Y-%m-%d %H:%M"),
+                    ),
                     run.get_status_display(),
-                    run.rows_written,
+                    _("%(n)d rows written") % {"n": run.rows_written},
                     run.error_kind,
                 )
                 for run in runs
             ),
+            more_url=reverse("admin:providers_syncrun_changelist") + f"?vendor_account__id__exact={obj.pk}",
+            more_label=_("All sync runs"),
         )
-        url = reverse("admin:providers_syncrun_changelist") + f"?vendor_account__id__exact={obj.pk}"
-        return format_html("<table>{}</table><a href='{}'>{}</a>", rows, url, _("All sync runs"))
 
     def save_model(self, request: HttpRequest, obj: VendorAccount, form: Any, change: bool) -> None:
         credentials = form.cleaned_data.get("new_credentials")

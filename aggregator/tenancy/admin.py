@@ -21,14 +21,16 @@ from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationFo
 
 from aggregator.tenancy.admin_base import (
     AuditedModelAdmin,
-    ModelAdmin,
     ReadOnlyModelAdmin,
     ReadOnlyTabularInline,
     TabularInline,
     admin_user,
+    link,
+    rows_table,
 )
 from aggregator.tenancy.models import ApiKey, AuditEvent, Issuer, Membership, Organization, User
 from aggregator.tenancy.services import api_key_create, api_key_revoke
+from billing.invoicing.delivery import money
 from billing.invoicing.models import Invoice
 from billing.ledger.models import LedgerAccount
 from providers.models import VendorAccount
@@ -97,36 +99,30 @@ class OrganizationAdmin(AuditedModelAdmin):
         accounts = LedgerAccount.objects.filter(organization=obj).order_by("key")[:50]
         if not accounts:
             return format_html("{}", _("No ledger accounts yet."))
-        url = reverse("admin:billing_ledgeraccount_changelist") + f"?organization__id__exact={obj.pk}"
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td class='text-right'>{} {}</td></tr>",
-            ((a.key, a.balance, a.currency) for a in accounts),
+        return rows_table(
+            ((a.key, money(a.balance, a.currency)) for a in accounts),
+            more_url=reverse("admin:billing_ledgeraccount_changelist") + f"?organization__id__exact={obj.pk}",
+            more_label=_("All ledger accounts"),
         )
-        return format_html("<table>{}</table><a href='{}'>{}</a>", rows, url, _("All ledger accounts"))
 
     @admin.display(description=_("Invoices"))
     def invoices(self, obj: Organization) -> SafeString:
         recent = Invoice.objects.filter(organization=obj).order_by("-period_start", "-id")[:RECENT_INVOICES]
         if not recent:
             return format_html("{}", _("No invoices yet."))
-        rows = format_html_join(
-            "",
-            "<tr><td><a href='{}'>{}</a></td><td>{}</td><td class='text-right'>{} {}</td><td>{}</td></tr>",
+        return rows_table(
             (
                 (
-                    reverse("admin:billing_invoice_change", args=[i.pk]),
-                    i,
+                    link(reverse("admin:billing_invoice_change", args=[i.pk]), i),
                     i.period_start.strftime("%Y-%m"),
-                    i.amount_due,
-                    i.currency,
+                    money(i.amount_due, i.currency),
                     i.get_status_display(),
                 )
                 for i in recent
             ),
+            more_url=reverse("admin:billing_invoice_changelist") + f"?organization__id__exact={obj.pk}",
+            more_label=_("All invoices"),
         )
-        url = reverse("admin:billing_invoice_changelist") + f"?organization__id__exact={obj.pk}"
-        return format_html("<table>{}</table><a href='{}'>{}</a>", rows, url, _("All invoices"))
 
 
 @admin.register(Issuer)
@@ -141,7 +137,7 @@ class ApiKeyForm(forms.ModelForm[ApiKey]):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(ModelAdmin):
+class ApiKeyAdmin(AuditedModelAdmin):
     form = ApiKeyForm
     list_display = ["name", "organization", "masked", "role", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["role"]

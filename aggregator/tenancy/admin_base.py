@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,8 @@ from django.db.models.fields.files import FieldFile
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from django.utils.text import capfirst
 from unfold.admin import ModelAdmin as UnfoldModelAdmin
 from unfold.admin import StackedInline as UnfoldStackedInline
@@ -214,3 +217,16 @@ def action_page(
 def change_page(obj: Any) -> HttpResponseRedirect:
     opts = obj._meta
     return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
+
+
+def rows_table(rows: Iterable[Sequence[Any]], *, more_url: str = "", more_label: Any = "") -> SafeString:
+    """A small read-only table for a change page (cells are escaped unless already safe), with a link
+    to the full list under it."""
+    cell = "<td style='padding: 0 1rem 0.25rem 0'>{}</td>"
+    body = format_html_join("", "<tr>{}</tr>", ((format_html_join("", cell, ((c,) for c in row)),) for row in rows))
+    more = format_html("<a class='text-primary-600' href='{}'>{}</a>", more_url, more_label) if more_url else ""
+    return format_html("<table>{}</table>{}", body, more)
+
+
+def link(url: str, text: Any) -> SafeString:
+    return format_html("<a class='text-primary-600' href='{}'>{}</a>", url, text)

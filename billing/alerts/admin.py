@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from aggregator.tenancy.admin_base import AuditedModelAdmin, ModelAdmin
+from aggregator.tenancy.admin_base import AuditedModelAdmin
 from billing.alerts.models import Alert, AlertPolicy
 
 
 @admin.register(Alert)
-class AlertAdmin(ModelAdmin):
+class AlertAdmin(AuditedModelAdmin):
     list_display = ["created_at", "organization", "kind", "subject", "status", "notified_at"]
     list_filter = ["kind", "status"]
     search_fields = ["organization__slug", "message"]

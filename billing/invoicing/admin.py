@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from unfold.decorators import action
+from unfold.widgets import UnfoldAdminDecimalFieldWidget, UnfoldAdminTextInputWidget
 
 from aggregator.tenancy.admin_base import (
     AuditedModelAdmin,
@@ -77,13 +78,18 @@ class OverdueFilter(admin.SimpleListFilter):
 
 class CreditNoteForm(forms.Form):
     amount = forms.DecimalField(
-        min_value=Decimal("0.01"), decimal_places=10, help_text=_("Tax included, in the invoice's currency.")
+        min_value=Decimal("0.01"),
+        decimal_places=10,
+        widget=UnfoldAdminDecimalFieldWidget,
+        help_text=_("Tax included, in the invoice's currency."),
     )
-    reason = forms.CharField(max_length=300, help_text=_("Printed on the credit note."))
+    reason = forms.CharField(
+        max_length=300, widget=UnfoldAdminTextInputWidget, help_text=_("Printed on the credit note.")
+    )
 
 
 class VoidForm(forms.Form):
-    reason = forms.CharField(max_length=300, required=False)
+    reason = forms.CharField(max_length=300, required=False, widget=UnfoldAdminTextInputWidget)
 
 
 @admin.register(Invoice)

@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 from unfold.decorators import action
+from unfold.widgets import UnfoldAdminDecimalFieldWidget, UnfoldAdminTextInputWidget
 
 from aggregator.tenancy.admin_base import (
     ReadOnlyModelAdmin,
@@ -38,9 +39,10 @@ class RefundForm(forms.Form):
         required=False,
         min_value=Decimal("0.01"),
         decimal_places=10,
+        widget=UnfoldAdminDecimalFieldWidget,
         help_text=_("Leave empty to refund everything not refunded yet."),
     )
-    reason = forms.CharField(max_length=300, required=False)
+    reason = forms.CharField(max_length=300, required=False, widget=UnfoldAdminTextInputWidget)
 
 
 @admin.register(Payment)
