@@ -125,8 +125,8 @@ class InvoicePayPalReturnView(InvoiceObjectView):
 
     def _outcome(self, request: HttpRequest, invoice: Invoice, result: paypal_services.PayPalReturn) -> HttpResponse:
         if result.outcome == "approve_again" and result.approve_url:
-            messages.warning(request, _("PayPal declined the payment method you chose. Choose another one at PayPal "
-                                        "to finish paying."))  # fmt: skip
+            # No message here: it would show on our next page, after the payment went through.
+            # PayPal's page tells the buyer to choose another way to pay.
             return HttpResponseRedirect(result.approve_url)
         if result.outcome == "paid":
             messages.success(request, _("Thank you: your PayPal payment was received."))

@@ -62,9 +62,13 @@ def finalized(organization: Organization, lines: list[tuple[str, str, str]], **f
     invoice = InvoiceFactory(organization=organization, status=Invoice.Status.DRAFT, number=None, **fields)
     for position, (label, description, amount) in enumerate(lines):
         InvoiceLine.objects.create(
-            invoice=invoice, vendor=label.lower(), vendor_label=label, description=description,
-            amount=Decimal(amount), position=position,
-        )  # fmt: skip
+            invoice=invoice,
+            vendor=label.lower(),
+            vendor_label=label,
+            description=description,
+            amount=Decimal(amount),
+            position=position,
+        )
     Invoice.objects.filter(pk=invoice.pk).update(
         status=Invoice.Status.OPEN, number=number or f"INV-2026-{invoice.pk:06d}"
     )
@@ -84,11 +88,21 @@ def page(client: Client, url: str) -> str:
 def test_list_shows_the_organizations_invoices_and_credit_notes_only(
     owner_portal: Client, organization: Organization, other_organization: Organization
 ) -> None:
-    october = InvoiceFactory(organization=organization, number="INV-2026-000101", total=Decimal("120.50"),
-                             amount_due=Decimal("120.50"), amount_paid=Decimal("20.50"),
-                             status=Invoice.Status.PARTIALLY_PAID)  # fmt: skip
-    InvoiceFactory(organization=organization, number=None, status=Invoice.Status.DRAFT,
-                   period_start=date(2026, 11, 1), period_end=date(2026, 11, 30))  # fmt: skip
+    october = InvoiceFactory(
+        organization=organization,
+        number="INV-2026-000101",
+        total=Decimal("120.50"),
+        amount_due=Decimal("120.50"),
+        amount_paid=Decimal("20.50"),
+        status=Invoice.Status.PARTIALLY_PAID,
+    )
+    InvoiceFactory(
+        organization=organization,
+        number=None,
+        status=Invoice.Status.DRAFT,
+        period_start=date(2026, 11, 1),
+        period_end=date(2026, 11, 30),
+    )
     InvoiceFactory(organization=other_organization, number="INV-2026-000999")
     CreditNoteFactory(invoice=october, number="CN-2026-000007", amount=Decimal("5.25"), reason="Restated usage")
     html = page(owner_portal, "/invoices/")
@@ -110,13 +124,15 @@ def test_list_reads_the_same_number_of_queries_for_few_and_many_invoices(
         return len(queries)
 
     for month in (1, 2):
-        invoice = InvoiceFactory(organization=organization, period_start=date(2025, month, 1),
-                                 period_end=date(2025, month, 28))  # fmt: skip
+        invoice = InvoiceFactory(
+            organization=organization, period_start=date(2025, month, 1), period_end=date(2025, month, 28)
+        )
     CreditNoteFactory(invoice=invoice)
     few = count()
     for month in range(3, 13):
-        invoice = InvoiceFactory(organization=organization, period_start=date(2025, month, 1),
-                                 period_end=date(2025, month, 28))  # fmt: skip
+        invoice = InvoiceFactory(
+            organization=organization, period_start=date(2025, month, 1), period_end=date(2025, month, 28)
+        )
         CreditNoteFactory(invoice=invoice)
     assert count() == few
 
@@ -129,17 +145,29 @@ def test_detail_groups_lines_by_vendor_with_subtotals_totals_and_payments(
 ) -> None:
     invoice = finalized(
         organization,
-        [("OpenAI", "gpt-4o input tokens", "80.00"), ("OpenAI", "gpt-4o output tokens", "20.25"),
-         ("Anthropic", "claude input tokens", "19.75")],
-        subtotal=Decimal("120.00"), tax_total=Decimal("0"), total=Decimal("120.00"), amount_due=Decimal("120.00"),
+        [
+            ("OpenAI", "gpt-4o input tokens", "80.00"),
+            ("OpenAI", "gpt-4o output tokens", "20.25"),
+            ("Anthropic", "claude input tokens", "19.75"),
+        ],
+        subtotal=Decimal("120.00"),
+        tax_total=Decimal("0"),
+        total=Decimal("120.00"),
+        amount_due=Decimal("120.00"),
         amount_paid=Decimal("50.00"),
-    )  # fmt: skip
+    )
     PaymentFactory(invoice=invoice, amount=Decimal("50.00"), status=Payment.Status.SUCCEEDED)
     declined = decline_message("insufficient_funds")
-    PaymentFactory(invoice=invoice, amount=Decimal("70.00"), status=Payment.Status.FAILED,
-                   failure_code="insufficient_funds", failure_message=declined)  # fmt: skip
-    PaymentFactory(invoice=invoice, amount=Decimal("30.00"), status=Payment.Status.REFUNDED,
-                   amount_refunded=Decimal("30.00"))  # fmt: skip
+    PaymentFactory(
+        invoice=invoice,
+        amount=Decimal("70.00"),
+        status=Payment.Status.FAILED,
+        failure_code="insufficient_funds",
+        failure_message=declined,
+    )
+    PaymentFactory(
+        invoice=invoice, amount=Decimal("30.00"), status=Payment.Status.REFUNDED, amount_refunded=Decimal("30.00")
+    )
     PaymentFactory(
         invoice=invoice, amount=Decimal("40.00"), status=Payment.Status.DISPUTED, dispute_reason="fraudulent"
     )
@@ -180,9 +208,11 @@ def test_detail_reads_the_same_number_of_queries_for_few_and_many_lines_and_paym
     CreditNoteFactory(invoice=small)
     lines = [(vendor, f"model {i}", "1.00") for vendor in ("OpenAI", "Anthropic", "DeepSeek") for i in range(15)]
     large = finalized(
-        organization, lines,
-        period_start=date(2026, 9, 1), period_end=date(2026, 9, 30),
-    )  # fmt: skip
+        organization,
+        lines,
+        period_start=date(2026, 9, 1),
+        period_end=date(2026, 9, 30),
+    )
     for _ in range(6):
         PaymentFactory(invoice=large, status=Payment.Status.FAILED, failure_message="declined")
         CreditNoteFactory(invoice=large)
@@ -247,8 +277,13 @@ def test_pay_page_loads_stripe_js_with_the_publishable_key_and_no_secret(
     assert f'data-publishable-key="{PUBLISHABLE_KEY}"' in html
     assert 'data-amount-minor="12050"' in html and 'data-currency="usd"' in html
     assert f'data-confirm-url="/invoices/{invoice.pk}/pay/confirm/"' in html
-    for element in ('id="card-element"', 'id="pay-button"', 'id="payment-status"', 'id="card-errors"',
-                    'id="express-checkout"'):  # fmt: skip
+    for element in (
+        'id="card-element"',
+        'id="pay-button"',
+        'id="payment-status"',
+        'id="card-errors"',
+        'id="express-checkout"',
+    ):
         assert element in html
     assert "120.50 USD" in html
     assert SECRET_KEY not in html and WEBHOOK_SECRET not in html and "_secret_" not in html
@@ -346,8 +381,13 @@ def test_a_token_that_is_not_one_is_refused_before_stripe_is_called(
 
 def test_status_reports_the_invoice_and_its_latest_payment(owner_portal: Client, organization: Organization) -> None:
     invoice = InvoiceFactory(organization=organization, total=Decimal("80.00"), amount_due=Decimal("80.00"))
-    PaymentFactory(invoice=invoice, gateway_reference="pi_failed", amount=Decimal("80.00"),
-                   status=Payment.Status.FAILED, failure_message=decline_message("expired_card"))  # fmt: skip
+    PaymentFactory(
+        invoice=invoice,
+        gateway_reference="pi_failed",
+        amount=Decimal("80.00"),
+        status=Payment.Status.FAILED,
+        failure_message=decline_message("expired_card"),
+    )
     PaymentFactory(invoice=invoice, gateway_reference="pi_open", amount=Decimal("80.00"))
     body = owner_portal.get(f"/invoices/{invoice.pk}/pay/status/").json()
     assert (body["state"], body["invoice_status"], body["left"], body["currency"]) == ("open", "open", "80.00", "USD")
@@ -368,12 +408,22 @@ class _StripeStub(BaseHTTPRequestHandler):
         body = parse_qs(self.rfile.read(int(self.headers["Content-Length"] or 0)).decode())
         type(self).requests.append((self.path, body))
         if self.path == "/v1/payment_methods":
-            answer: dict[str, Any] = {"id": "pm_from_token", "object": "payment_method", "type": "card",
-                                      "card": {"brand": "visa", "last4": "3184"}}  # fmt: skip
+            answer: dict[str, Any] = {
+                "id": "pm_from_token",
+                "object": "payment_method",
+                "type": "card",
+                "card": {"brand": "visa", "last4": "3184"},
+            }
         else:
-            answer = {"id": "pi_real", "object": "payment_intent", "status": "requires_action", "amount": 12050,
-                      "currency": "usd", "client_secret": "pi_real_secret_abc",
-                      "next_action": {"type": "use_stripe_sdk"}}  # fmt: skip
+            answer = {
+                "id": "pi_real",
+                "object": "payment_intent",
+                "status": "requires_action",
+                "amount": 12050,
+                "currency": "usd",
+                "client_secret": "pi_real_secret_abc",
+                "next_action": {"type": "use_stripe_sdk"},
+            }
         data = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -399,7 +449,11 @@ def test_on_stripe_the_token_becomes_a_payment_method_and_the_intent_is_confirme
     finally:
         server.shutdown()
     assert (intent.id, intent.status, intent.client_secret, intent.amount) == (
-        "pi_real", "requires_action", "pi_real_secret_abc", Decimal("120.50"))  # fmt: skip
+        "pi_real",
+        "requires_action",
+        "pi_real_secret_abc",
+        Decimal("120.50"),
+    )
     assert _StripeStub.requests == [
         ("/v1/payment_methods", {"type": ["card"], "card[token]": ["tok_visa"]}),
         ("/v1/payment_intents/pi_real/confirm", {"payment_method": ["pm_from_token"], "use_stripe_sdk": ["true"]}),

@@ -67,10 +67,17 @@ class Browser:
         self.http = httpx.Client(base_url=localstripe.url, timeout=10)
 
     def create_token(self, number: str) -> str:
-        response = self.http.post("/v1/tokens", data={
-            "card[number]": number, "card[exp_month]": "12", "card[exp_year]": "2030", "card[cvc]": "123",
-            "key": PUBLISHABLE_KEY, "payment_user_agent": "localstripe",
-        })  # fmt: skip
+        response = self.http.post(
+            "/v1/tokens",
+            data={
+                "card[number]": number,
+                "card[exp_month]": "12",
+                "card[exp_year]": "2030",
+                "card[cvc]": "123",
+                "key": PUBLISHABLE_KEY,
+                "payment_user_agent": "localstripe",
+            },
+        )
         assert response.status_code == 200, response.text
         return str(response.json()["id"])
 
@@ -85,12 +92,21 @@ class Browser:
 
     def confirm_card_setup(self, client_secret: str, number: str) -> httpx.Response:
         setup = client_secret.split("_secret_")[0]
-        return self.http.post(f"/v1/setup_intents/{setup}/confirm", content=json.dumps({
-            "key": PUBLISHABLE_KEY, "use_stripe_sdk": True, "client_secret": client_secret,
-            "payment_method_data": {"type": "card", "card": {"number": number, "exp_month": "12", "exp_year": "2030",
-                                                             "cvc": "123"},
-                                    "billing_details": {"address": {"postal_code": "10115"}}},
-        }))  # fmt: skip
+        return self.http.post(
+            f"/v1/setup_intents/{setup}/confirm",
+            content=json.dumps(
+                {
+                    "key": PUBLISHABLE_KEY,
+                    "use_stripe_sdk": True,
+                    "client_secret": client_secret,
+                    "payment_method_data": {
+                        "type": "card",
+                        "card": {"number": number, "exp_month": "12", "exp_year": "2030", "cvc": "123"},
+                        "billing_details": {"address": {"postal_code": "10115"}},
+                    },
+                }
+            ),
+        )
 
 
 @pytest.fixture
@@ -110,8 +126,9 @@ def deliver(client: Client, django_capture_on_commit_callbacks: Any, localstripe
         raw = json.dumps(events[-1])
         header = stripe.WebhookSignature.generate_signature_header(raw, WEBHOOK_SECRET)
         with django_capture_on_commit_callbacks(execute=True):
-            response = client.post("/webhooks/stripe/", data=raw, content_type="application/json",
-                                   HTTP_STRIPE_SIGNATURE=header)  # fmt: skip
+            response = client.post(
+                "/webhooks/stripe/", data=raw, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
+            )
         assert response.status_code == 200, response.content
 
     return send
@@ -151,7 +168,12 @@ def test_a_card_payment_is_processing_until_the_webhook_marks_the_invoice_paid(
     invoice.refresh_from_db()
     assert (invoice.status, invoice.amount_paid) == (Invoice.Status.PAID, Decimal("120.50"))
     assert status(portal, invoice, intent.id) | {"payment": None} == {
-        "state": "paid", "invoice_status": "paid", "left": "0.00", "currency": "USD", "payment": None}  # fmt: skip
+        "state": "paid",
+        "invoice_status": "paid",
+        "left": "0.00",
+        "currency": "USD",
+        "payment": None,
+    }
     page = portal.get(f"/invoices/{invoice.pk}/pay/").content.decode()
     assert 'data-state="paid"' in page and "Paid. Thank you!" in page
 
@@ -209,8 +231,9 @@ def test_the_intent_endpoint_gives_the_wallet_a_client_secret_never_put_in_the_p
     assert body["client_secret"] not in portal.get(f"/invoices/{invoice.pk}/pay/").content.decode()
     # What Stripe.js confirmPayment does with the wallet's card (localstripe wants it set first).
     client = api(localstripe)
-    method = client.v1.payment_methods.create(params={"type": "card", "card": {
-        "number": VISA, "exp_month": 12, "exp_year": 2030, "cvc": "123"}})  # fmt: skip
+    method = client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": VISA, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    )
     client.v1.payment_intents.update(body["payment_intent"], params={"payment_method": method.id})
     assert client.v1.payment_intents.confirm(body["payment_intent"]).status == "succeeded"
     deliver("payment_intent.succeeded", body["payment_intent"])
@@ -241,7 +264,12 @@ def test_a_card_saved_with_a_setup_intent_becomes_the_default_and_is_detached_on
     first = add_card(portal, browser, VISA)
     visa = PaymentMethod.objects.get(pk=first["payment_method"])
     assert (visa.organization, visa.gateway, visa.kind, visa.brand, visa.last4) == (
-        organization, "stripe", "card", "visa", "4242")  # fmt: skip
+        organization,
+        "stripe",
+        "card",
+        "visa",
+        "4242",
+    )
     assert (visa.exp_month, visa.exp_year, visa.is_default, visa.is_fallback) == (12, 2030, True, False)
     assert visa.gateway_reference.startswith("pm_") and visa.customer_reference.startswith("cus_")
     client = api(localstripe)
@@ -250,7 +278,10 @@ def test_a_card_saved_with_a_setup_intent_becomes_the_default_and_is_detached_on
     second = add_card(portal, browser, MASTERCARD)
     mastercard = PaymentMethod.objects.get(pk=second["payment_method"])
     assert (mastercard.last4, mastercard.is_default, mastercard.customer_reference) == (
-        "4444", False, visa.customer_reference)  # fmt: skip
+        "4444",
+        False,
+        visa.customer_reference,
+    )
 
     assert portal.post(f"/payment-methods/{mastercard.pk}/fallback/").status_code == 302
     mastercard.refresh_from_db()
@@ -262,7 +293,11 @@ def test_a_card_saved_with_a_setup_intent_becomes_the_default_and_is_detached_on
     visa.refresh_from_db()
     mastercard.refresh_from_db()
     assert (mastercard.is_default, mastercard.is_fallback, visa.is_default, visa.is_fallback) == (
-        True, False, False, False)  # fmt: skip
+        True,
+        False,
+        False,
+        False,
+    )
 
     portal.post(f"/payment-methods/{visa.pk}/remove/")
     assert not PaymentMethod.objects.filter(pk=visa.pk).exists()
@@ -309,7 +344,12 @@ def test_a_viewer_sees_saved_methods_but_cannot_change_them(
     page = client.get("/payment-methods/").content.decode()
     assert "Visa •••• 4242" in page
     assert 'id="setup-card-element"' not in page and f'id="remove-{method.pk}"' not in page
-    for url in ("/payment-methods/setup/", "/payment-methods/setup/finish/", f"/payment-methods/{method.pk}/default/",
-                f"/payment-methods/{method.pk}/fallback/", f"/payment-methods/{method.pk}/remove/"):  # fmt: skip
+    for url in (
+        "/payment-methods/setup/",
+        "/payment-methods/setup/finish/",
+        f"/payment-methods/{method.pk}/default/",
+        f"/payment-methods/{method.pk}/fallback/",
+        f"/payment-methods/{method.pk}/remove/",
+    ):
         assert client.post(url, {"setup_intent": "seti_x"}).status_code == 403, url
     assert PaymentMethod.objects.filter(pk=method.pk).exists()

@@ -271,7 +271,7 @@ class PayPalSandbox(SandboxVendor):
                           description="Payer has not yet approved the Order for payment.")  # fmt: skip
         if order["_decline"]:
             # As PayPal does: the buyer goes back to the approval page to choose another funding source.
-            order["_decline"], order["status"] = False, self._waiting_status(order)
+            order["_decline"], order["_declined"], order["status"] = False, True, self._waiting_status(order)
             links = [{"href": "https://developer.paypal.com/api/rest/reference/orders/v2/errors/#INSTRUMENT_DECLINED",
                       "rel": "information_link", "method": "GET"},
                      {"href": self._approval_url(order_id), "rel": "redirect", "method": "GET"}]  # fmt: skip
@@ -353,10 +353,16 @@ class PayPalSandbox(SandboxVendor):
         amount = f"{unit['amount']['value']} {unit['amount']['currency_code']}"
         token = escape(order_id)
         what = unit.get("description") or unit.get("invoice_id") or order_id
+        declined = (
+            '<p id="declined" style="color: #b91c1c">The payment method you chose was declined. '
+            "Choose another way to pay.</p>"
+            if order.get("_declined")
+            else ""
+        )
         html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>PayPal sandbox</title></head>
 <body style="font-family: sans-serif; max-width: 32rem; margin: 3rem auto">
 <h1>PayPal (local sandbox)</h1>
-<p>Pay <strong>{escape(amount)}</strong> for {escape(what)}.</p>
+{declined}<p>Pay <strong>{escape(amount)}</strong> for {escape(what)}.</p>
 <form method="post" action="/checkoutnow">
 <input type="hidden" name="token" value="{token}">
 <p><button type="submit" name="action" value="approve" id="approve">Approve</button></p>
