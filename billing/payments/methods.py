@@ -149,10 +149,8 @@ def payment_method_setup_finish(
 def payment_method_make_default(
     *, payment_method: PaymentMethod, actor: User | None = None, actor_api_key: ApiKey | None = None
 ) -> PaymentMethod:
-    """Charge this method first (the previous default becomes an ordinary saved method)."""
-    if payment_method.is_fallback:
-        payment_method.is_fallback = False
-        payment_method.save(update_fields=["is_fallback"])
+    """Charge this method first (the previous default becomes an ordinary saved method; a fallback
+    that becomes the default stops being the fallback)."""
     return payment_method_set_default(
         payment_method=payment_method, is_default=True, actor=actor, actor_api_key=actor_api_key
     )
@@ -180,8 +178,9 @@ def payment_method_make_fallback(
 def payment_method_remove(
     *, payment_method: PaymentMethod, actor: User | None = None, actor_api_key: ApiKey | None = None
 ) -> None:
-    """Detach the method at its gateway, then forget it. Refused (``PaymentMethodInUse``) while a
-    top-up rule charges it first; a gateway that cannot be reached leaves it saved (try again)."""
+    """Detach the method at its gateway, then forget it; when it was the default, the fallback takes
+    its place. Refused (``PaymentMethodInUse``) while a top-up rule charges it first; a gateway that
+    cannot be reached leaves it saved (try again)."""
     if payment_method.top_up_rules_primary.exists():
         payment_method_delete(payment_method=payment_method, actor=actor, actor_api_key=actor_api_key)  # raises
     gateway = gateway_for(payment_method.gateway)
@@ -194,4 +193,10 @@ def payment_method_remove(
         except PaymentError as exc:
             # Already detached or deleted at the gateway: it cannot be charged either way.
             logger.info("payment method %s not detached at %s: %s", payment_method.pk, gateway.slug, exc.message)
-    payment_method_delete(payment_method=payment_method, actor=actor, actor_api_key=actor_api_key)
+    was_default, organization_id = payment_method.is_default, payment_method.organization_id
+    with transaction.atomic():
+        payment_method_delete(payment_method=payment_method, actor=actor, actor_api_key=actor_api_key)
+        fallback = PaymentMethod.objects.filter(organization_id=organization_id, is_fallback=True).first()
+        if was_default and fallback is not None:
+            # The fallback was the next to charge: it takes the default's place.
+            payment_method_make_default(payment_method=fallback, actor=actor, actor_api_key=actor_api_key)

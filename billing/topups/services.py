@@ -866,13 +866,15 @@ def payment_method_save(
 def payment_method_set_default(
     *, payment_method: PaymentMethod, is_default: bool, actor: User | None = None, actor_api_key: ApiKey | None = None
 ) -> PaymentMethod:
-    """Make the method the organization's default (the previous default stops being it), or not."""
+    """Make the method the organization's default (the previous default stops being it), or not.
+    A fallback that becomes the default stops being the fallback."""
     if is_default:
         PaymentMethod.objects.filter(organization_id=payment_method.organization_id, is_default=True).exclude(
             pk=payment_method.pk
         ).update(is_default=False)
+        payment_method.is_fallback = False
     payment_method.is_default = is_default
-    payment_method.save(update_fields=["is_default"])
+    payment_method.save(update_fields=["is_default", "is_fallback"])
     audit_record(action="payment_method.update", organization=payment_method.organization, actor=actor,
                  actor_api_key=actor_api_key, obj=payment_method, after={"is_default": is_default})  # fmt: skip
     return payment_method
