@@ -58,6 +58,28 @@ def test_sign_in_with_a_wrong_password_then_the_right_one(page: Page, customer: 
     shot("dashboard-empty")
 
 
+NAVIGATION = [
+    ("#nav-dashboard", "Dashboard", "dashboard"),
+    ("#nav-vendor-accounts", "Vendor accounts", "vendor-accounts"),
+    ("#nav-credits", "Credits", "credits"),
+    ("#nav-usage", "Usage", "usage"),
+    ("#nav-invoices", "Invoices", "invoices"),
+    ("#nav-payment-methods", "Payment methods", "payment-methods"),
+    ("#nav-team", "Team", "team"),
+    ("#nav-billing-profile", "Billing profile", "billing-profile"),
+    ("#nav-security", "Security", "security"),
+]
+
+
+def test_every_page_of_the_navigation_opens(page: Page, organization: Organization, shot: Shot) -> None:
+    VendorAccountFactory(organization=organization, vendor="openai", label="OpenAI prod")
+    sign_in(page)
+    for link, title, name in NAVIGATION:
+        page.click(link)
+        expect(page.locator("h1")).to_have_text(title)
+        shot(f"page-{name}")
+
+
 def test_the_portal_switches_to_japanese_and_stays_so(page: Page, organization: Organization, shot: Shot) -> None:
     VendorAccountFactory(organization=organization, vendor="openai", label="OpenAI prod")
     sign_in(page)
@@ -66,12 +88,7 @@ def test_the_portal_switches_to_japanese_and_stays_so(page: Page, organization: 
     page.click("form.lang button[type=submit]")
     expect(page.locator("html")).to_have_attribute("lang", "ja")
     expect(page.locator("#lang-select")).to_have_value("ja")
-    for link, title, name in (
-        ("#nav-dashboard", "Dashboard", "dashboard"),
-        ("#nav-vendor-accounts", "Vendor accounts", "vendor-accounts"),
-        ("#nav-credits", "Credits", "credits"),
-        ("#nav-invoices", "Invoices", "invoices"),
-    ):
+    for link, title, name in NAVIGATION:
         page.click(link)  # the choice is remembered from page to page
         expect(page.locator("html")).to_have_attribute("lang", "ja")
         expect(page.locator(link)).to_have_text(japanese(title))
