@@ -65,15 +65,6 @@ def paypal_gateway() -> PayPalGateway:
     return gateway
 
 
-def paypal_enabled() -> bool:
-    """The portal offers PayPal: the gateway is configured (for the ``paypal_enabled`` template flag)."""
-    try:
-        paypal_gateway()
-    except PaymentConfigurationError:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class PayPalCheckout:
     """Where to send the buyer to approve the payment of ``payment``."""

@@ -66,11 +66,6 @@ def setting(name: str, default: Any = "") -> Any:
     return getattr(settings, name, default)
 
 
-def is_configured() -> bool:
-    """PayPal is offered: its client credentials are set (the portal shows the PayPal button)."""
-    return bool(setting("PAYPAL_CLIENT_ID") and setting("PAYPAL_CLIENT_SECRET"))
-
-
 class _Configuration(Configuration):
     """The SDK's configuration with the API address from ``PAYPAL_API_BASE``."""
 
