@@ -120,7 +120,10 @@ FIELD_LABELS: dict[str, StrPromise] = {
 
 
 def vendor_choices() -> list[tuple[str, str]]:
-    return [(slug, str(cls.display_name)) for slug, cls in connector_classes().items()]
+    """Vendors with a guide first, in the guides' order, then any other connector."""
+    classes = connector_classes()
+    order = [slug for slug in GUIDES if slug in classes] + sorted(set(classes) - set(GUIDES))
+    return [(slug, str(classes[slug].display_name)) for slug in order]
 
 
 def _credential_field(spec: CredentialField, *, editing: bool) -> forms.Field:

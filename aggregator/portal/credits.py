@@ -95,7 +95,7 @@ class TopUpRuleForm(forms.Form):
     vendor_account = forms.ModelChoiceField(
         queryset=VendorAccount.objects.none(), required=False, label=gettext_lazy("Vendor account")
     )
-    trigger = forms.ChoiceField(choices=TopUpRule.Trigger.choices, label=gettext_lazy("When"))
+    trigger = forms.ChoiceField(choices=TopUpRule.Trigger.choices, label=gettext_lazy("Top up when"))
     threshold_amount = _amount_field(
         gettext_lazy("Balance below"), help_text=gettext_lazy("For “balance below”: an amount, e.g. 100.00.")
     )
@@ -107,7 +107,7 @@ class TopUpRuleForm(forms.Form):
         decimal_places=1,
         help_text=gettext_lazy("For “runway below”: days of credits left, e.g. 7."),
     )
-    method = forms.ChoiceField(choices=TopUpRule.Method.choices, label=gettext_lazy("How much"))
+    method = forms.ChoiceField(choices=TopUpRule.Method.choices, label=gettext_lazy("Top-up amount"))
     amount = _amount_field(gettext_lazy("Fixed amount"), help_text=gettext_lazy("For a fixed amount, e.g. 500.00."))
     target_balance = _amount_field(
         gettext_lazy("Target balance"), help_text=gettext_lazy("For “up to a target balance”, e.g. 1000.00.")

@@ -77,8 +77,10 @@ class UsageFilterForm(forms.Form):
 
 def _filtered(view: PortalView, request: HttpRequest) -> tuple[UsageFilterForm, QuerySet[CostRecord], dict[str, Any]]:
     everything = scoped(CostRecord, view.organization)
-    form = UsageFilterForm(request.GET or None, records=everything)
-    selection = form.selection(timezone.now().date())
+    today = timezone.now().date()
+    default = {"start": today - timedelta(days=DEFAULT_DAYS - 1), "end": today, "group_by": "vendor"}
+    form = UsageFilterForm(request.GET or None, records=everything, initial=default)
+    selection = form.selection(today)
     records = cost_records_filter(organization=view.organization, **selection)
     return form, records, selection
 
