@@ -109,9 +109,9 @@ def vendor_runways(*, organization: Organization, today: date) -> dict[int, Runw
         transaction__settlement_day__lt=today,
     ).values_list("account__vendor_account_id", "transaction__settlement_day", "amount")
     spent: dict[int | None, dict[date | None, Decimal]] = {}
-    for account_id, day, amount in consumption:
-        spent.setdefault(account_id, {}).setdefault(day, Decimal(0))
-        spent[account_id][day] += Decimal(amount)
+    for spender, day, amount in consumption:
+        spent.setdefault(spender, {}).setdefault(day, Decimal(0))
+        spent[spender][day] += Decimal(amount)
     result = {}
     for account_id, ledger in prepaid.items():
         if account_id is None:
