@@ -75,15 +75,15 @@ def browser(chromium: str) -> Iterator[Browser]:
             browser.close()
 
 
+_CALL_FAILED = pytest.StashKey[bool]()  # whether the test itself failed, for the page fixture
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.when == "call":
         item.stash[_CALL_FAILED] = report.failed
     return report
-
-
-_CALL_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
