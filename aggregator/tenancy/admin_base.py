@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from django import forms
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.db.models.fields.files import FieldFile
@@ -30,8 +31,15 @@ from unfold.admin import TabularInline as UnfoldTabularInline
 from aggregator.tenancy.models import AuditEvent, Organization, User
 from aggregator.tenancy.services import audit_record
 
-# Never written into an audit row, whatever the model.
+# Never written into an audit row, whatever the model (nor any field typed into a password input).
 SECRET_FIELDS = frozenset({"password", "credentials_encrypted", "new_credentials", "hashed_key"})
+
+
+def is_secret(name: str, form: Any = None) -> bool:
+    if name in SECRET_FIELDS or "password" in name or "secret" in name:
+        return True
+    field = form.fields.get(name) if form is not None else None
+    return field is not None and isinstance(field.widget, forms.PasswordInput)
 
 
 class ModelAdmin(UnfoldModelAdmin):
@@ -129,7 +137,7 @@ def admin_audit(
 
 
 def _form_changes(form: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    names = [name for name in form.changed_data if name not in SECRET_FIELDS]
+    names = [name for name in form.changed_data if not is_secret(name, form)]
     before = {name: form.initial.get(name) for name in names}
     after = {name: form.cleaned_data.get(name) for name in names}
     return before, after
@@ -162,7 +170,7 @@ class AuditedModelAdmin(ModelAdmin):
             if formset._should_delete_form(inline_form):
                 if instance.pk is not None:
                     # Before the row goes (and with it its id); the request's transaction keeps both together.
-                    initial = {n: v for n, v in inline_form.initial.items() if n not in SECRET_FIELDS}
+                    initial = {n: v for n, v in inline_form.initial.items() if not is_secret(n, inline_form)}
                     admin_audit(request, action=self._action(instance, "delete"), obj=instance, before=initial)
             elif inline_form.has_changed():
                 saved.append((inline_form, instance.pk is None, *_form_changes(inline_form)))
@@ -177,7 +185,7 @@ class AuditedModelAdmin(ModelAdmin):
             )
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        snapshot = {f.name: getattr(obj, f.attname) for f in obj._meta.concrete_fields if f.name not in SECRET_FIELDS}
+        snapshot = {f.name: getattr(obj, f.attname) for f in obj._meta.concrete_fields if not is_secret(f.name)}
         admin_audit(request, action=self._action(obj, "delete"), obj=obj, before=snapshot)
         super().delete_model(request, obj)
 

@@ -516,6 +516,23 @@ def test_editing_an_organization_is_audited_with_the_changed_fields(
     assert event.after == {"payment_terms_days": 30, "fee_percent": "2.500"}
 
 
+def test_adding_a_staff_user_is_audited_without_the_password(superuser: User, root_client: Client) -> None:
+    password = "Correct-Horse-Battery-42"
+    response = root_client.post(
+        reverse("admin:tenancy_user_add"),
+        {
+            "email": "new.operator@operator.test",
+            "password1": password,
+            "password2": password,
+            "usable_password": "true",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = AuditEvent.objects.get(action="user.add")
+    assert event.actor == superuser and event.after == {"email": "new.operator@operator.test"}
+    assert password not in str(list(AuditEvent.objects.values("before", "after")))
+
+
 def _inline_management(page: str) -> dict[str, str]:
     """The management forms of the inline formsets on a change page, as posted back unchanged."""
     import re
