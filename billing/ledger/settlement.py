@@ -2,9 +2,10 @@
 
 For every (vendor account, UTC day, currency) the ledger holds what was posted so far; settlement
 posts only the difference to what the cost records now say, so a restated day posts its delta and
-an unchanged day posts nothing. Each account-day is one database transaction under a lock on the
-vendor account: a crash rolls the day back whole, and two workers settling the same account wait
-for each other and post once. Each delta also charges the customer: converted to the
+an unchanged day posts nothing. The changed days of an account are settled in database
+transactions of up to SETTLEMENT_BATCH_DAYS days under a lock on the vendor account, each read in
+two queries and posted in one batch: a crash rolls its days back whole, and two workers settling
+the same account wait for each other and post once. Each delta also charges the customer: converted to the
 organization's currency at that day's rate, plus the operator's fee.
 """
 
@@ -58,55 +59,92 @@ def settle_vendor_account_day(*, vendor_account_id: int, day: date, fees: dict[s
     """Post the difference between the day's cost records and what the ledger holds. Returns the
     number of transactions posted (0 when nothing changed). ``fees`` keeps the fee percentage of
     each vendor across the days of one settlement pass."""
+    return sum(settle_vendor_account_days(vendor_account_id=vendor_account_id, days=[day], fees=fees).values())
+
+
+def settle_vendor_account_days(
+    *,
+    vendor_account_id: int,
+    days: list[date],
+    fees: dict[str, Decimal] | None = None,
+    errors: dict[date, str] | None = None,
+) -> dict[date, int]:
+    """Settle ``days`` in one database transaction under a lock on the vendor account: both sides are
+    read once for all the days, and the deltas of every day are posted together. Returns the number
+    of transactions posted per settled day. A day that cannot be settled (no exchange rate) raises
+    SettlementError, or, when ``errors`` is given, is left out, posts nothing and is put in ``errors``."""
     fees = {} if fees is None else fees
     with transaction.atomic():
         account = VendorAccount.objects.select_for_update().select_related("organization").get(pk=vendor_account_id)
-        start, end = day_bounds(day)
-        targets: dict[str, Decimal] = defaultdict(Decimal)
-        for currency, total in (
-            CostRecord.objects.filter(
-                vendor_account_id=account.pk, charge_period_start__gte=start, charge_period_start__lt=end
-            )
-            .values_list("billing_currency")
-            .annotate(total=Sum("billed_cost"))
-        ):
-            targets[currency] = storage_amount(total)
-        posted = _posted_consumption(account, day)
-        count = 0
-        for currency in sorted(set(targets) | set(posted)):
-            delta = targets[currency] - posted.get(currency, Decimal(0))
-            if delta != 0:
-                before = posted.get(currency, Decimal(0))
-                count += _post_delta(account, day, currency, before, targets[currency], end, fees)
-        return count
+        targets = _cost_totals(account, days)
+        posted = _posted_consumption(account, days)
+        postings: list[Posting] = []
+        counts: dict[date, int] = {}
+        for day in days:
+            day_postings: list[Posting] = []
+            try:
+                for currency in sorted(set(targets[day]) | set(posted[day])):
+                    before = posted[day].get(currency, Decimal(0))
+                    after = targets[day].get(currency, Decimal(0))
+                    if after != before:
+                        day_postings += _delta_postings(account, day, currency, before, after, fees)
+            except SettlementError as exc:
+                if errors is None:
+                    raise
+                errors[day] = str(exc)
+                continue
+            postings += day_postings
+            counts[day] = len(day_postings)
+        if postings:
+            ledger_post_many(postings=postings)
+        return counts
 
 
-def _posted_consumption(account: VendorAccount, day: date) -> dict[str, Decimal]:
+def _cost_totals(account: VendorAccount, days: list[date]) -> dict[date, dict[str, Decimal]]:
+    """What the cost records say per day and currency (storage precision)."""
+    totals: dict[date, dict[str, Decimal]] = defaultdict(dict)
+    wanted = set(days)
+    rows = (
+        CostRecord.objects.filter(
+            vendor_account_id=account.pk,
+            charge_period_start__gte=day_bounds(min(days))[0],
+            charge_period_start__lt=day_bounds(max(days))[1],
+        )
+        .annotate(day=TruncDate("charge_period_start", tzinfo=UTC))
+        .values_list("day", "billing_currency")
+        .annotate(total=Sum("billed_cost"))
+    )
+    for day, currency, total in rows:
+        if day in wanted:
+            totals[day][currency] = storage_amount(total)
+    return totals
+
+
+def _posted_consumption(account: VendorAccount, days: list[date]) -> dict[date, dict[str, Decimal]]:
+    """What the ledger holds per settlement day and currency."""
+    posted: dict[date, dict[str, Decimal]] = defaultdict(dict)
     rows = (
         LedgerEntry.objects.filter(
             transaction__vendor_account_id=account.pk,
             transaction__kind=LedgerTransaction.Kind.CONSUMPTION,
-            transaction__settlement_day=day,
+            transaction__settlement_day__in=days,
             account__key__startswith=f"vendor_consumption:{account.pk}:",
         )
-        .values_list("currency")
+        .values_list("transaction__settlement_day", "currency")
         .annotate(total=Sum("amount"))
     )
-    return {currency: storage_amount(Decimal(total)) for currency, total in rows}
+    for day, currency, total in rows:
+        posted[day][currency] = storage_amount(Decimal(total))
+    return posted
 
 
-def _post_delta(
-    account: VendorAccount,
-    day: date,
-    currency: str,
-    before: Decimal,
-    after: Decimal,
-    at: datetime,
-    fees: dict[str, Decimal],
-) -> int:
-    """The consumption and the customer charge of one delta, posted together."""
+def _delta_postings(
+    account: VendorAccount, day: date, currency: str, before: Decimal, after: Decimal, fees: dict[str, Decimal]
+) -> list[Posting]:
+    """The consumption and the customer charge of one delta."""
     from billing.fx.selectors import FxRateMissing, convert
 
+    at = day_bounds(day)[1]
     org = account.organization
     va = account.pk
     delta = after - before
@@ -160,8 +198,7 @@ def _post_delta(
             "fee": str(fee),
         },
     )
-    ledger_post_many(postings=[consumption, charge])
-    return 2
+    return [consumption, charge]
 
 
 def days_to_settle(*, account: VendorAccount, since: datetime | None) -> list[date]:
@@ -173,68 +210,30 @@ def days_to_settle(*, account: VendorAccount, since: datetime | None) -> list[da
     return sorted(set(days))
 
 
-def unchanged_days(*, account: VendorAccount, days: list[date]) -> set[date]:
-    """Those of ``days`` whose cost records add up to what the ledger holds, read in two queries for
-    all of them and without the account's lock: settling such a day would post nothing. What the
-    ledger holds is read first, so a day another worker settles meanwhile is read as changed (and then
-    settled under the lock, which posts nothing), never the other way round."""
-    if not days:
-        return set()
-    first, last = min(days), max(days)
-    posted: dict[date, dict[str, Decimal]] = defaultdict(dict)
-    for settled, currency, total in (
-        LedgerEntry.objects.filter(
-            transaction__vendor_account_id=account.pk,
-            transaction__kind=LedgerTransaction.Kind.CONSUMPTION,
-            transaction__settlement_day__gte=first,
-            transaction__settlement_day__lte=last,
-            account__key__startswith=f"vendor_consumption:{account.pk}:",
-        )
-        .values_list("transaction__settlement_day", "currency")
-        .annotate(total=Sum("amount"))
-    ):
-        posted[settled][currency] = storage_amount(Decimal(total))
-    targets: dict[date, dict[str, Decimal]] = defaultdict(dict)
-    for each, currency, total in (
-        CostRecord.objects.filter(
-            vendor_account_id=account.pk,
-            charge_period_start__gte=day_bounds(first)[0],
-            charge_period_start__lt=day_bounds(last)[1],
-        )
-        .annotate(day=TruncDate("charge_period_start", tzinfo=UTC))
-        .values_list("day", "billing_currency")
-        .annotate(total=Sum("billed_cost"))
-    ):
-        targets[each][currency] = storage_amount(total)
-    return {
-        each
-        for each in days
-        if all(
-            targets[each].get(currency, Decimal(0)) == posted[each].get(currency, Decimal(0))
-            for currency in set(targets[each]) | set(posted[each])
-        )
-    }
+SETTLEMENT_BATCH_DAYS = 31
 
 
 def settle_vendor_account(*, vendor_account_id: int, day: date | None = None) -> SettlementResult:
-    """Settle one day, or every day whose cost records changed since the last settlement. A day whose
-    cost records already match the ledger is counted as settled without taking the lock."""
+    """Settle one day, or every day whose cost records changed since the last settlement, in
+    transactions of up to SETTLEMENT_BATCH_DAYS days."""
     account = VendorAccount.objects.get(pk=vendor_account_id)
     started = timezone.now()
     days = [day] if day else days_to_settle(account=account, since=account.settled_at)
-    unchanged = unchanged_days(account=account, days=days) if day is None else set()
     result = SettlementResult(vendor_account_id=vendor_account_id)
     fees: dict[str, Decimal] = {}
-    for each in days:
-        if each in unchanged:
-            result.days += 1
-            continue
-        try:
-            result.postings += settle_vendor_account_day(vendor_account_id=vendor_account_id, day=each, fees=fees)
-            result.days += 1
-        except SettlementError as exc:
-            result.errors.append(f"{each.isoformat()}: {exc}")
-            logger.warning("settlement of account %s on %s failed: %s", vendor_account_id, each, exc)
+    for offset in range(0, len(days), SETTLEMENT_BATCH_DAYS):
+        errors: dict[date, str] = {}
+        counts = settle_vendor_account_days(
+            vendor_account_id=vendor_account_id,
+            days=days[offset : offset + SETTLEMENT_BATCH_DAYS],
+            fees=fees,
+            errors=errors,
+        )
+        result.days += len(counts)
+        result.postings += sum(counts.values())
+        for each, message in sorted(errors.items()):
+            result.errors.append(f"{each.isoformat()}: {message}")
+            logger.warning("settlement of account %s on %s failed: %s", vendor_account_id, each, message)
     if day is None and not result.errors:
         # Only a full, clean pass moves the watermark: failed days are retried next time.
         VendorAccount.objects.filter(pk=vendor_account_id).update(settled_at=started)

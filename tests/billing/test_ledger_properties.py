@@ -134,7 +134,7 @@ def test_a_settlement_that_dies_midway_and_is_rerun_equals_one_clean_run(
     def dying_post(**kwargs: Any) -> Any:
         calls["n"] += 1
         posted = original(**kwargs)
-        if calls["n"] == 2:  # day 2's postings are written, its transaction is not committed yet
+        if calls["n"] == 1:  # the days' postings are written, their transaction is not committed yet
             raise RuntimeError("worker killed")
         return posted
 
