@@ -62,7 +62,8 @@ BROWSER_MESSAGES = {
 
 
 def left_to_pay(invoice: Invoice) -> Decimal:
-    return quantize(invoice.amount_due - invoice.amount_paid, invoice.currency, rounding="ROUND_HALF_UP")
+    """The balance still owed (after credit notes and net payments); nothing when overpaid."""
+    return max(quantize(invoice.balance_due, invoice.currency, rounding="ROUND_HALF_UP"), Decimal(0))
 
 
 def browser_messages() -> dict[str, str]:

@@ -130,7 +130,7 @@ def _invoice_attempt_open(*, invoice_id: int) -> Payment:
         if invoice.status not in PAYABLE_STATUSES:
             label = Invoice.Status(invoice.status).label
             raise InvoiceNotPayable(f"Invoice {invoice} is {str(label).lower()}: it cannot be paid by card.")
-        left = quantize(invoice.amount_due - invoice.amount_paid, invoice.currency, rounding="ROUND_HALF_UP")
+        left = quantize(invoice.balance_due, invoice.currency, rounding="ROUND_HALF_UP")  # credit notes, refunds
         if left <= 0:
             raise InvoiceNotPayable(f"Invoice {invoice} has nothing left to pay.")
         attempts = Payment.objects.filter(invoice=invoice, gateway=STRIPE)

@@ -353,3 +353,15 @@ def test_a_viewer_sees_saved_methods_but_cannot_change_them(
     ):
         assert client.post(url, {"setup_intent": "seti_x"}).status_code == 403, url
     assert PaymentMethod.objects.filter(pk=method.pk).exists()
+
+
+def test_credit_notes_and_earlier_payments_lower_what_the_card_is_charged(
+    portal: Client, organization: Organization, browser: Browser, localstripe: LocalStripe
+) -> None:
+    invoice = InvoiceFactory(organization=organization, total=Decimal("120.50"), amount_due=Decimal("120.50"),
+                             amount_credited=Decimal("20.50"), amount_paid=Decimal("30.00"),
+                             status=Invoice.Status.PARTIALLY_PAID)  # fmt: skip
+    page = portal.get(f"/invoices/{invoice.pk}/pay/").content.decode()
+    assert 'id="pay-amount">70.00 USD<' in page and 'data-amount-minor="7000"' in page
+    body = portal.post(f"/invoices/{invoice.pk}/pay/confirm/", {"token": browser.create_token(VISA)}).json()
+    assert api(localstripe).v1.payment_intents.retrieve(body["payment_intent"]).amount == 7000
