@@ -37,7 +37,7 @@ from django.utils import timezone
 from aggregator.money import CurrencyError, currency_code, from_minor, quantize, to_minor
 from aggregator.tenancy.models import Organization
 from billing.invoicing.models import Invoice
-from billing.invoicing.services import InvoiceError, invoice_payment_record
+from billing.invoicing.services import InvoiceError, invoice_payment_record, invoice_refunds_refresh
 from billing.payments.dunning.services import dunning_payment_failed, dunning_payment_succeeded
 from billing.payments.gateways import gateway_for
 from billing.payments.gateways.base import (
@@ -253,6 +253,8 @@ def payment_refund(*, payment_id: int, amount: Decimal | None = None, reason: st
         if payment.amount_refunded >= payment.amount and payment.advance(Payment.Status.REFUNDED):
             payment.refunded_at = timezone.now()
         payment.save()
+        if payment.invoice_id is not None:
+            invoice_refunds_refresh(invoice_id=payment.invoice_id)
         return payment
 
 
@@ -400,6 +402,8 @@ def _on_charge_refunded(gateway: str, charge: Mapping[str, Any], details: Mappin
     ):
         payment.refunded_at = timezone.now()
     payment.save()
+    if payment.invoice_id is not None:
+        invoice_refunds_refresh(invoice_id=payment.invoice_id)
     return WebhookEvent.Status.PROCESSED, ""
 
 
