@@ -111,7 +111,7 @@ def _attempt_open(*, invoice_id: int) -> Payment:
         if invoice.status not in PAYABLE_STATUSES:
             label = Invoice.Status(invoice.status).label
             raise InvoiceNotPayable(f"Invoice {invoice} is {str(label).lower()}: it cannot be paid now.")
-        left = quantize(invoice.amount_due - invoice.amount_paid, invoice.currency, rounding="ROUND_HALF_UP")
+        left = quantize(invoice.balance_due, invoice.currency, rounding="ROUND_HALF_UP")  # credit notes, refunds
         if left <= 0:
             raise InvoiceNotPayable(f"Invoice {invoice} has nothing left to pay.")
         payments = Payment.objects.filter(invoice=invoice)
@@ -180,7 +180,7 @@ def _attempt_order_locked(
     if order.capture is not None:  # captured, but the answer never reached us
         _capture_apply(payment, order.capture)
         return None
-    left = quantize(invoice.amount_due - invoice.amount_paid, invoice.currency, rounding="ROUND_HALF_UP")
+    left = quantize(invoice.balance_due, invoice.currency, rounding="ROUND_HALF_UP")  # credit notes, refunds
     if order.status not in WAITING_FOR_BUYER or order.amount != left:
         reason = "expired" if order.status not in WAITING_FOR_BUYER else "amount_changed"
         _fail(payment, reason, "The PayPal payment was not completed in time; a new one was started.")
