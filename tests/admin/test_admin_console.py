@@ -237,6 +237,11 @@ def test_an_organization_page_links_its_accounts_balances_and_invoices(
     assert f"vendor_prepaid:{VendorAccount.objects.get().pk}" in page
     assert "INV-2026-000042" in page and change(invoice) in page
     assert SECRET not in page
+    for model, count in ((Invoice, 2), (LedgerAccount, 2)):
+        url = changelist(model) + f"?organization__id__exact={organization.pk}"
+        assert url in page
+        response = root_client.get(url)
+        assert response.status_code == 200 and response.context["cl"].result_count == count
 
 
 # --- Credentials are write-only ---------------------------------------------------------------------
