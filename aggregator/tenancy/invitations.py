@@ -11,6 +11,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
@@ -39,7 +40,7 @@ def invitation_create(*, organization: Organization, email: str, role: str, invi
     normalized = User.objects.normalize_email(email.strip()).lower()
     try:
         User._meta.get_field("email").run_validators(normalized)
-    except Exception:
+    except ValidationError:
         raise TenancyError(f"{email!r} is not a valid email address.") from None
     if Membership.objects.filter(organization=organization, user__email=normalized).exists():
         raise TenancyError(f"{normalized} is already a member of {organization.name}: change their role instead.")
