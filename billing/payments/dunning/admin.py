@@ -62,6 +62,11 @@ class DunningCaseAdmin(ReadOnlyModelAdmin):
     readonly_fields = ["steps_ahead"]
     inlines = [DunningStepInline]
 
+    def get_fields(self, request: HttpRequest, obj: DunningCase | None = None) -> list[str]:
+        fields = [f for f in super().get_fields(request, obj) if f != "steps_ahead"]
+        at = fields.index("next_step_at") + 1 if "next_step_at" in fields else len(fields)
+        return [*fields[:at], "steps_ahead", *fields[at:]]
+
     @admin.display(description=_("Steps ahead"))
     def steps_ahead(self, obj: DunningCase) -> SafeString:
         """The steps still to come, each with the day it falls on, the write-off last."""
