@@ -25,6 +25,7 @@ from aggregator.tenancy.admin_base import (
     change_page,
     require_permission,
 )
+from billing.invoicing.delivery import money
 from billing.payments import services
 from billing.payments.gateways.base import PaymentError
 from billing.payments.records import Payment, WebhookEvent
@@ -88,7 +89,8 @@ class PaymentAdmin(ReadOnlyModelAdmin):
                 )
                 self.message_user(
                     request,
-                    f"Refunded; {refunded.amount_refunded} {refunded.currency} of {refunded.amount} is refunded now. "
+                    f"Refunded; {money(refunded.amount_refunded, refunded.currency)} of "
+                    f"{money(refunded.amount, refunded.currency)} is refunded now. "
                     "Issue a credit note on the invoice if the customer is owed one.",
                     messages.SUCCESS,
                 )
@@ -99,7 +101,7 @@ class PaymentAdmin(ReadOnlyModelAdmin):
             payment,
             title=str(_("Refund")),
             description=str(_("Refunds at the gateway (to the card or wallet that paid)."))
-            + f" {payment.amount - payment.amount_refunded} {payment.currency} can be refunded.",
+            + f" {money(payment.amount - payment.amount_refunded, payment.currency)} can be refunded.",
             form=form,
         )
 

@@ -16,6 +16,7 @@ from django.core import mail
 from django.core.management import CommandError, call_command
 from django.test import Client, RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 
 from aggregator.system.models import Heartbeat
 from aggregator.tenancy.models import AuditEvent, Organization, User
@@ -384,6 +385,29 @@ def test_support_resends_an_invoice_email_with_an_audit_row(
     event = AuditEvent.objects.get(action="invoice.resend")
     assert event.actor == support and event.before == {"emailed_at": None}
     assert event.after["emailed_at"] is not None
+
+
+def test_finance_refunds_part_of_a_payment_with_an_audit_row(
+    invoice: Invoice, finance: User, finance_client: Client
+) -> None:
+    payment = PaymentFactory(
+        invoice=invoice,
+        gateway="fake",
+        amount=Decimal("120.00"),
+        status=Payment.Status.SUCCEEDED,
+        succeeded_at=timezone.now(),
+    )
+    url = reverse("admin:billing_payment_refund_detail", args=[payment.pk])
+    assert "120.00 USD can be refunded" in finance_client.get(url).content.decode()
+    response = finance_client.post(url, {"amount": "500", "reason": ""})
+    assert response.status_code == 200 and "at most 120.00" in response.content.decode()
+    assert finance_client.post(url, {"amount": "40.00", "reason": "Unused credits"}).status_code == 302
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (Decimal("40.00"), Payment.Status.SUCCEEDED)
+    event = AuditEvent.objects.get(action="payment.refund")
+    assert event.actor == finance and event.organization == invoice.organization
+    assert event.before["status"] == "succeeded" and Decimal(event.before["amount_refunded"]) == 0
+    assert Decimal(event.after["amount_refunded"]) == Decimal("40.00") and event.after["reason"] == "Unused credits"
 
 
 # --- Vendor accounts: sync now and disable --------------------------------------------------------------
