@@ -368,6 +368,26 @@ def test_finance_issues_a_credit_note_from_the_invoice_page(
     assert Decimal(event.after["amount"]) == Decimal(event.after["credited"]) == Decimal("20.00")
 
 
+def test_finance_finalizes_a_draft_and_support_cannot(
+    organization: Organization, finance: User, finance_client: Client, support_client: Client
+) -> None:
+    draft = InvoiceFactory(
+        organization=organization, status=Invoice.Status.DRAFT, number=None, total=Decimal(0), amount_due=Decimal(0)
+    )
+    InvoiceLine.objects.create(invoice=draft, description="OpenAI usage", amount=Decimal("12.00"))
+    url = reverse("admin:billing_invoice_finalize_detail", args=[draft.pk])
+    assert support_client.post(url).status_code == 403
+    post_action(support_client, Invoice, "finalize", draft)
+    draft.refresh_from_db()
+    assert draft.status == Invoice.Status.DRAFT and draft.number is None
+    assert finance_client.post(url).status_code == 302
+    draft.refresh_from_db()
+    assert draft.status == Invoice.Status.OPEN and draft.number and draft.amount_due == Decimal("12.00")
+    event = AuditEvent.objects.get(action="invoice.finalize")
+    assert event.actor == finance and event.before == {"status": "draft"}
+    assert event.after["status"] == "open" and event.after["number"] == draft.number
+
+
 def test_finance_voids_from_the_list_and_finalized_only_once(invoice: Invoice, finance_client: Client) -> None:
     response = post_action(finance_client, Invoice, "void", invoice)
     assert "INV-2026-000042: voided." in response.content.decode()
