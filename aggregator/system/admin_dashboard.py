@@ -70,8 +70,9 @@ def _spend(start: date, end: date) -> list[CurrencyTotal]:
 
 
 def _unpaid_totals(invoices: QuerySet[Invoice]) -> list[CurrencyTotal]:
+    # Invoice.balance_due: the amount due less credit notes and net payments.
     outstanding = ExpressionWrapper(
-        F("amount_due") - F("amount_paid"),
+        F("amount_due") - F("amount_credited") - F("amount_paid") + F("amount_refunded"),
         output_field=DecimalField(max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES),
     )
     rows = invoices.values("currency").annotate(amount=Sum(outstanding), count=Count("id")).order_by("currency")

@@ -115,7 +115,7 @@ class OrganizationAdmin(AuditedModelAdmin):
                 (
                     link(reverse("admin:billing_invoice_change", args=[i.pk]), i),
                     i.period_start.strftime("%Y-%m"),
-                    money(i.amount_due, i.currency),
+                    money(i.balance_due, i.currency),
                     i.get_status_display(),
                 )
                 for i in recent

@@ -14,7 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from unfold.decorators import action
-from unfold.widgets import UnfoldAdminDecimalFieldWidget, UnfoldAdminTextInputWidget
+from unfold.widgets import UnfoldAdminDecimalFieldWidget, UnfoldAdminTextInputWidget, UnfoldBooleanWidget
 
 from aggregator.tenancy.admin_base import (
     AuditedModelAdmin,
@@ -34,6 +34,7 @@ FINALIZE = "billing.finalize_invoice"
 VOID = "billing.void_invoice"
 CREDIT = "billing.issue_credit_note"
 RESEND = "billing.resend_invoice"
+REFUND = "billing.refund_payment"
 
 
 class InvoiceLineInline(TabularInline):
@@ -85,6 +86,15 @@ class CreditNoteForm(forms.Form):
     )
     reason = forms.CharField(
         max_length=300, widget=UnfoldAdminTextInputWidget, help_text=_("Printed on the credit note.")
+    )
+    refund = forms.BooleanField(
+        required=False,
+        initial=True,
+        widget=UnfoldBooleanWidget,
+        help_text=_(
+            "Refund what the customer has paid beyond the new balance to their card payments; "
+            "unticked, it stays as a credit to settle by hand."
+        ),
     )
 
 
@@ -249,12 +259,16 @@ class InvoiceAdmin(AuditedModelAdmin):
         form = CreditNoteForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             require_permission(request, CREDIT)
+            refund = form.cleaned_data["refund"]
             try:
+                if refund and not request.user.has_perm(REFUND):
+                    raise services.InvoiceError("Refunding needs the permission to refund payments: untick Refund.")
                 note = services.credit_note_issue(
                     invoice_id=invoice.pk,
                     amount=form.cleaned_data["amount"],
                     reason=form.cleaned_data["reason"],
                     actor=admin_user(request),
+                    refund=refund,
                 )
             except services.InvoiceError as exc:
                 form.add_error(None, str(exc))

@@ -42,6 +42,7 @@ from tests.factories import (
     PaymentFactory,
     SyncRunFactory,
     TopUpFactory,
+    UserFactory,
     VendorAccountFactory,
 )
 
@@ -386,6 +387,21 @@ def test_finance_finalizes_a_draft_and_support_cannot(
     event = AuditEvent.objects.get(action="invoice.finalize")
     assert event.actor == finance and event.before == {"status": "draft"}
     assert event.after["status"] == "open" and event.after["number"] == draft.number
+
+
+def test_refunding_with_a_credit_note_needs_the_refund_permission(invoice: Invoice, roles: None) -> None:
+    from django.contrib.auth.models import Permission
+
+    clerk = UserFactory(email="clerk@operator.test", is_staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["view_invoice", "issue_credit_note"]))
+    client = Client()
+    client.force_login(clerk)
+    url = reverse("admin:billing_invoice_credit_note_detail", args=[invoice.pk])
+    response = client.post(url, {"amount": "5.00", "reason": "Goodwill", "refund": "on"})
+    assert "Refunding needs the permission to refund payments" in response.content.decode()
+    assert not CreditNote.objects.exists()
+    assert client.post(url, {"amount": "5.00", "reason": "Goodwill"}).status_code == 302
+    assert CreditNote.objects.get().amount == Decimal("5.00")
 
 
 def test_finance_voids_from_the_list_and_finalized_only_once(invoice: Invoice, finance_client: Client) -> None:

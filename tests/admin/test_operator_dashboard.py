@@ -54,20 +54,33 @@ def books(db: Any) -> dict[str, Any]:
             billed_cost=Decimal(cost),
             billing_currency=currency,
         )
-    for org, status, due, amount_due, paid, currency, start in [
-        (acme, Invoice.Status.OPEN, date(2026, 11, 20), "10.00", "0", "USD", date(2026, 10, 1)),
-        (acme, Invoice.Status.PARTIALLY_PAID, date(2026, 11, 1), "20.00", "5.00", "USD", date(2026, 9, 1)),
-        (globex, Invoice.Status.OPEN, date(2026, 11, 14), "7.50", "0", "EUR", date(2026, 10, 1)),
-        (globex, Invoice.Status.PAID, date(2026, 10, 1), "99.00", "99.00", "EUR", date(2026, 8, 1)),
-        (globex, Invoice.Status.VOID, date(2026, 10, 1), "55.00", "0", "EUR", date(2026, 7, 1)),
-        (acme, Invoice.Status.DRAFT, None, "33.00", "0", "USD", date(2026, 11, 1)),
+    # The balance of an invoice: amount due less credit notes and net payments (paid less refunded).
+    for org, status, due, amount_due, credited, paid, refunded, currency, start in [
+        (acme, Invoice.Status.OPEN, date(2026, 11, 20), "10.00", "0", "0", "0", "USD", date(2026, 10, 1)),
+        (
+            acme,
+            Invoice.Status.PARTIALLY_PAID,
+            date(2026, 11, 1),
+            "20.00",
+            "2.00",
+            "6.00",
+            "1.00",
+            "USD",
+            date(2026, 9, 1),
+        ),
+        (globex, Invoice.Status.OPEN, date(2026, 11, 14), "7.50", "0", "0", "0", "EUR", date(2026, 10, 1)),
+        (globex, Invoice.Status.PAID, date(2026, 10, 1), "99.00", "0", "99.00", "0", "EUR", date(2026, 8, 1)),
+        (globex, Invoice.Status.VOID, date(2026, 10, 1), "55.00", "0", "0", "0", "EUR", date(2026, 7, 1)),
+        (acme, Invoice.Status.DRAFT, None, "33.00", "0", "0", "0", "USD", date(2026, 11, 1)),
     ]:
         InvoiceFactory(
             organization=org,
             status=status,
             due_date=due,
             amount_due=Decimal(amount_due),
+            amount_credited=Decimal(credited),
             amount_paid=Decimal(paid),
+            amount_refunded=Decimal(refunded),
             currency=currency,
             period_start=start,
             period_end=start + timedelta(days=27),
@@ -90,8 +103,8 @@ def test_the_figures_are_exact_per_currency(books: dict[str, Any]) -> None:
         CurrencyTotal("USD", Decimal("3.2500005"), 2),
     ]
     assert figures.spend_last_month == [CurrencyTotal("USD", Decimal("5.75"), 2)]
-    assert figures.receivables == [CurrencyTotal("EUR", Decimal("7.50"), 1), CurrencyTotal("USD", Decimal("25.00"), 2)]
-    assert figures.overdue == [CurrencyTotal("EUR", Decimal("7.50"), 1), CurrencyTotal("USD", Decimal("15.00"), 1)]
+    assert figures.receivables == [CurrencyTotal("EUR", Decimal("7.50"), 1), CurrencyTotal("USD", Decimal("23.00"), 2)]
+    assert figures.overdue == [CurrencyTotal("EUR", Decimal("7.50"), 1), CurrencyTotal("USD", Decimal("13.00"), 1)]
     assert figures.failing_accounts_count == 2
     assert [a.label for a in figures.failing_accounts] == ["DeepSeek", "Flaky"]
     assert figures.failed_top_ups_count == 2
@@ -120,6 +133,6 @@ def test_the_dashboard_page_shows_the_figures(books: dict[str, Any], finance_cli
     assert response.status_code == 200
     page = response.content.decode()
     assert '<div data-currency="JPY" class="spend-mtd">1,235 JPY</div>' in page
-    assert "25.00 USD" in page and "7.50 EUR" in page
+    assert "23.00 USD" in page and "7.50 EUR" in page
     assert "DeepSeek" in page and "Flaky" in page and "Old" not in page
     assert "Failing syncs: 2 accounts" in page
