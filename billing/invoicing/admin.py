@@ -27,6 +27,7 @@ from aggregator.tenancy.admin_base import (
     require_permission,
 )
 from billing.invoicing import services
+from billing.invoicing.delivery import money
 from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSeries
 from billing.invoicing.pdf import InvoiceRenderError
 
@@ -104,7 +105,7 @@ class VoidForm(forms.Form):
 
 @admin.register(Invoice)
 class InvoiceAdmin(AuditedModelAdmin):
-    list_display = ["__str__", "organization", "period_start", "status", "total", "amount_due", "currency", "due_date"]
+    list_display = ["__str__", "organization", "period_start", "status", "total", "balance", "due_date"]
     list_filter = ["status", OverdueFilter, "currency", "issuer"]
     list_select_related = ["organization"]
     search_fields = ["number", "organization__slug", "organization__name"]
@@ -112,6 +113,10 @@ class InvoiceAdmin(AuditedModelAdmin):
     inlines = [InvoiceLineInline]
     actions = ["finalize", "void", "resend"]
     actions_detail = ["finalize_detail", "void_detail", "credit_note_detail", "resend_detail"]
+
+    @admin.display(description=_("Balance due"))
+    def balance(self, obj: Invoice) -> str:
+        return money(obj.balance_due, obj.currency)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Invoice | None = None) -> list[str]:
         if obj is not None and not obj.is_draft:
