@@ -50,6 +50,7 @@ from billing.payments.gateways.stripe import Intent, StripeGateway, js_url, publ
 from billing.payments.models import PaymentMethod
 from billing.payments.records import Payment, WebhookEvent
 from billing.payments.tasks import webhook_event_process_task
+from billing.payments.webhook_store import webhook_event_store
 from billing.topups.models import TopUp
 from billing.topups.services import top_up_payment_confirm, top_up_payment_fail
 
@@ -266,12 +267,10 @@ def webhook_event_receive(*, gateway: str, body: bytes, headers: Mapping[str, st
     Returns (event, created); a duplicate delivery is not processed again. Raises ``WebhookInvalid``
     (store nothing, answer 400) or ``PaymentConfigurationError``."""
     event = gateway_for(gateway).parse_webhook(body, headers)
-    with transaction.atomic():
-        record, created = WebhookEvent.objects.get_or_create(
-            gateway=gateway, event_id=event.id, defaults={"type": event.type, "payload": dict(event.payload)}
-        )
-        if created or record.status == WebhookEvent.Status.FAILED:
-            webhook_event_process_task.delay_on_commit(record.pk)
+    record, created = webhook_event_store(gateway=gateway, event_id=event.id, event_type=event.type,
+                                          payload=event.payload)  # fmt: skip
+    if created or record.status == WebhookEvent.Status.FAILED:
+        webhook_event_process_task.delay_on_commit(record.pk)
     return record, created
 
 

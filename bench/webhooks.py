@@ -1,0 +1,548 @@
+"""Stripe webhook intake under gunicorn: signed events/s against a bare Django view, then exactly-once processing.
+
+    python bench/webhooks.py [--events N] [--duplicates N] [--concurrency N] [--workers N] [--keep]
+
+Data (not timed): one organization with ``--events``/2 open invoices (USD 10.00 each). The burst is ``--events``
+(2,000) deliveries signed as Stripe signs them (``Stripe-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
+"<t>.<raw body>" keyed with STRIPE_WEBHOOK_SECRET>``): one ``payment_intent.succeeded`` per invoice (each pays its
+invoice, matched by ``metadata.invoice_id``), ``customer.updated`` events (stored, nothing to do), and, last,
+``--duplicates`` (200) second deliveries of earlier events, as Stripe redelivers.
+
+Timed: the app runs under gunicorn on loopback (``--workers`` sync workers, DEBUG off) with the bench-only
+URLconf ``bench/webhooks_urls.py``, which adds ``POST /bench/bare/`` (a view that only answers 200) to the
+product's routes. An asyncio client with ``--concurrency`` connections in flight POSTs the same bodies to the bare
+view, then the burst to ``/webhooks/stripe/``, then the bare view again; events/s of each, and the ratio of the
+webhook to the faster bare run (goal >= 0.5). The webhook verifies each signature, stores the event once and
+queues its processing task on Redis; processing is not part of the timed part.
+
+Then a Celery worker (queue ``payments``) processes the queued tasks, and the script proves exactly-once: every
+delivery answered 200, every duplicate answered ``"duplicate": true``, one ``WebhookEvent`` row per event id,
+every row processed or ignored with one attempt, one ``Payment`` per success event, every invoice paid exactly
+its amount (a duplicate processed twice would pay it twice).
+
+Needs PostgreSQL and Redis: DATABASE_URL defaults to postgres://postgres@127.0.0.1:5432/aggr_benchwh, a database
+the script drops and creates at the start and drops at the end (unless --keep); CELERY_BROKER_URL defaults to
+redis://127.0.0.1:6379/13, a Redis database of its own that the script flushes. Figures are printed, never
+asserted, except the exactly-once proof, whose failure exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/aggr_benchwh")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/13")
+os.environ["DJANGO_SETTINGS_MODULE"] = "bench.webhooks_settings"
+os.environ["DEBUG"] = "1"  # the bench process itself; the server runs with DEBUG off
+os.environ["CELERY_TASK_ALWAYS_EAGER"] = "0"
+os.environ["STRIPE_WEBHOOK_SECRET"] = WEBHOOK_SECRET = "whsec_FAKE_bench_webhooks_0000"  # noqa: S105 (fake)
+# The Stripe gateway must be configured for the webhook to verify; it never calls Stripe here.
+os.environ["STRIPE_SECRET_KEY"] = "sk_test_FAKE_bench_webhooks_0000"  # noqa: S105 (fake)
+os.environ["STRIPE_API_BASE"] = "http://127.0.0.1:9"
+
+import django
+import environ
+import httpx
+import psycopg
+import redis
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DATABASE = "aggr_benchwh"
+QUEUE = "payments"
+ORG_SLUG = "bench-webhooks"
+INVOICE_AMOUNT = Decimal("10.00")
+SERVER_READY_SECONDS = 60.0
+WORKER_READY_SECONDS = 90.0
+PROCESS_STALL_SECONDS = 120.0
+LOG_TAIL = 3000
+GOAL = 0.5
+# gunicorn's advice for sync workers: two per core, plus one.
+WORKERS = 2 * (os.cpu_count() or 1) + 1
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# --- PostgreSQL and Redis (before Django connects) -----------------------------------------------------------------
+
+
+def database_recreate(url: str) -> dict[str, Any]:
+    """Drop and create the bench's own database; refuses anything but PostgreSQL."""
+    config = environ.Env.db_url_config(url)
+    if config["ENGINE"] != "django.db.backends.postgresql":
+        sys.exit(
+            f"bench/webhooks.py measures the webhook under gunicorn on PostgreSQL, but DATABASE_URL points at "
+            f"{config['ENGINE'].rsplit('.', 1)[-1]}. Unset DATABASE_URL to use "
+            f"postgres://postgres@127.0.0.1:5432/{BENCH_DATABASE}, or point it at another PostgreSQL database."
+        )
+    try:
+        with psycopg.connect(**_server_params(config), dbname="postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(config["NAME"])))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
+    except psycopg.OperationalError as exc:
+        sys.exit(f"Cannot reach PostgreSQL at {config['HOST']}:{config['PORT']} as {config['USER']!r}: {exc}")
+    return config
+
+
+def database_drop(config: dict[str, Any]) -> None:
+    with psycopg.connect(**_server_params(config), dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(config["NAME"])))
+
+
+def _server_params(config: dict[str, Any]) -> dict[str, Any]:
+    params = {"host": config["HOST"], "port": config["PORT"], "user": config["USER"], "password": config["PASSWORD"]}
+    return {key: value for key, value in params.items() if value not in ("", None)}
+
+
+def broker_prepare(url: str) -> redis.Redis:
+    """A client of the bench's own Redis database, flushed; refuses any other broker and Redis database 0."""
+    parts = urlsplit(url)
+    db = parts.path.strip("/")
+    if parts.scheme not in ("redis", "rediss") or not db.isdigit() or int(db) == 0:
+        sys.exit(
+            f"CELERY_BROKER_URL {url!r} is not a Redis database of the bench's own (the bench flushes it). Unset it "
+            "to use redis://127.0.0.1:6379/13, or give another database number, e.g. redis://127.0.0.1:6379/12."
+        )
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        sys.exit(f"Cannot reach Redis at {parts.hostname}:{parts.port or 6379}: {exc}")
+    client.flushdb()
+    return client
+
+
+# --- data and events (not timed) -----------------------------------------------------------------------------------
+
+
+def invoices_create(count: int) -> list[int]:
+    from aggregator.tenancy.models import Issuer, Organization
+    from billing.invoicing.models import Invoice
+
+    organization = Organization.objects.create(slug=ORG_SLUG, name="Webhook bench", currency="USD")
+    issuer = Issuer.objects.create(name="Bench issuer", country="US", is_default=True)
+    first = date(1990, 1, 1)
+    Invoice.objects.bulk_create(
+        Invoice(
+            organization=organization, issuer=issuer, number=f"INV-BENCH-{n:06d}", status=Invoice.Status.OPEN,
+            period_start=first + timedelta(days=n), period_end=first + timedelta(days=n), currency="USD",
+            billing_mode="consolidated", total=INVOICE_AMOUNT, amount_due=INVOICE_AMOUNT,
+        )
+        for n in range(count)
+    )  # fmt: skip
+    return list(Invoice.objects.filter(organization=organization).order_by("pk").values_list("pk", flat=True))
+
+
+def events_build(invoice_ids: list[int], others: int) -> list[dict[str, Any]]:
+    """One success per invoice (Stripe's shape, the charge expanded so nothing is fetched) and ``others``
+    events the product stores but has nothing to do for, interleaved."""
+    created = int(time.time())
+    minor = int(INVOICE_AMOUNT * 100)
+    successes = [
+        {
+            "id": f"evt_bench_paid_{n:06d}", "object": "event", "api_version": "2026-10-28.endive", "created": created,
+            "type": "payment_intent.succeeded", "livemode": False,
+            "data": {"object": {
+                "id": f"pi_bench_{n:06d}", "object": "payment_intent", "amount": minor, "amount_received": minor,
+                "currency": "usd", "status": "succeeded",
+                "metadata": {"invoice_id": str(pk), "attempt": "1"},
+                "latest_charge": {"id": f"ch_bench_{n:06d}", "object": "charge", "payment_method_details": {
+                    "type": "card", "card": {"brand": "visa", "last4": "4242", "wallet": None}}},
+            }},
+        }
+        for n, pk in enumerate(invoice_ids)
+    ]  # fmt: skip
+    ignored = [
+        {
+            "id": f"evt_bench_customer_{n:06d}", "object": "event", "api_version": "2026-10-28.endive",
+            "created": created, "type": "customer.updated", "livemode": False,
+            "data": {"object": {"id": f"cus_bench_{n:06d}", "object": "customer", "email": f"ap{n}@bench.test"}},
+        }
+        for n in range(others)
+    ]  # fmt: skip
+    events = []
+    for n in range(max(len(successes), len(ignored))):
+        events.extend(e[n] for e in (successes, ignored) if n < len(e))
+    return events
+
+
+def sign(body: bytes, timestamp: int) -> str:
+    """``Stripe-Signature`` as Stripe computes it (stripe/_webhook.py ``_compute_signature``)."""
+    signed = f"{timestamp}.".encode() + body
+    return f"t={timestamp},v1={hmac.new(WEBHOOK_SECRET.encode(), signed, hashlib.sha256).hexdigest()}"
+
+
+# --- gunicorn and the worker ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-LOG_TAIL:]
+
+    def stop(self) -> None:
+        """Graceful (SIGTERM): a request or task in progress finishes first."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def child_env() -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.webhooks_settings",
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "CREDENTIALS_KEYS": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "0",
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_start(folder: Path, workers: int) -> tuple[Child, str]:
+    port = free_port()
+    log = folder / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 (fixed arguments, this interpreter's gunicorn)
+            [sys.executable, "-m", "gunicorn", "aggregator.wsgi:application", "--bind", f"127.0.0.1:{port}",
+             "--workers", str(workers), "--worker-class", "sync", "--backlog", "2048", "--log-level", "warning"],
+            cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Child("gunicorn", process, log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_READY_SECONDS
+    while True:
+        if process.poll() is not None:
+            sys.exit(f"gunicorn exited with {process.returncode}:\n{server.tail()}")
+        try:
+            if httpx.post(f"{url}/bench/bare/", content=b"{}", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            sys.exit(f"gunicorn did not answer within {SERVER_READY_SECONDS:.0f} s:\n{server.tail()}")
+        time.sleep(0.2)
+
+
+def worker_start(folder: Path) -> Child:
+    from aggregator.celery import app as celery_app
+
+    name = f"bench-webhooks@{socket.gethostname()}"
+    log = folder / "worker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 (fixed arguments, this interpreter's celery)
+            [sys.executable, "-m", "celery", "-A", "aggregator", "worker", "-Q", QUEUE, "--pool", "prefork",
+             "--concurrency", "2", "--loglevel", "WARNING", "-n", name,
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    worker = Child(name, process, log)
+    deadline = time.monotonic() + WORKER_READY_SECONDS
+    while not celery_app.control.ping(destination=[name], timeout=0.5):
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            sys.exit(f"The Celery worker did not start:\n{worker.tail()}")
+    return worker
+
+
+# --- CPU accounting (Linux /proc; zeros elsewhere) -----------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (gunicorn's workers)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid, *(p for child in children for p in process_tree(int(child)))]
+
+
+def process_cpu(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process."""
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return found
+
+
+def backend_pids() -> list[int]:
+    """The PostgreSQL backends serving the bench database, other than this process's own."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@dataclass
+class Cpu:
+    server: float  # gunicorn master and workers
+    database: float  # PostgreSQL backends of the bench database (when PostgreSQL runs on this machine)
+
+
+class CpuMeter:
+    """CPU seconds the server and the database spend between ``start`` and ``stop``. Backends opened during
+    the burst count whole; the client's and Redis's own CPU are not counted."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+
+    def start(self) -> None:
+        self.server_before = sum(process_cpu(process_tree(self.server_pid)).values())
+        self.backends_before = process_cpu(backend_pids())
+
+    def stop(self) -> Cpu:
+        server = sum(process_cpu(process_tree(self.server_pid)).values()) - self.server_before
+        after = process_cpu(backend_pids())
+        database = sum(cpu - self.backends_before.get(pid, 0.0) for pid, cpu in after.items())
+        return Cpu(server, database)
+
+
+# --- the client ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Burst:
+    seconds: float
+    statuses: dict[int, int]
+    duplicates: int
+    cpu: Cpu | None = None
+
+    def cpu_ms(self, count: int) -> float:
+        """Server and database CPU milliseconds per event."""
+        return (self.cpu.server + self.cpu.database) * 1000 / count if self.cpu else 0.0
+
+    def rate(self, count: int) -> float:
+        return count / self.seconds if self.seconds else 0.0
+
+
+async def _burst(url: str, bodies: list[bytes], *, signed: bool, concurrency: int) -> Burst:
+    statuses: dict[int, int] = {}
+    duplicates = 0
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def run(client: httpx.AsyncClient) -> None:
+        nonlocal duplicates
+        while not queue.empty():
+            body = queue.get_nowait()
+            headers = {"Content-Type": "application/json"}
+            if signed:
+                headers["Stripe-Signature"] = sign(body, int(time.time()))
+            try:
+                response = await client.post(url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                print(f"  request failed: {type(exc).__name__}: {exc}")
+                statuses[-1] = statuses.get(-1, 0) + 1
+                continue
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            if signed and response.status_code == 200 and response.json().get("duplicate"):
+                duplicates += 1
+
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(run(client) for _ in range(concurrency)))
+        seconds = time.perf_counter() - start
+    return Burst(seconds, statuses, duplicates)
+
+
+def burst(url: str, bodies: list[bytes], *, signed: bool, concurrency: int, meter: CpuMeter | None = None) -> Burst:
+    if meter is not None:
+        meter.start()
+    result = asyncio.run(_burst(url, bodies, signed=signed, concurrency=concurrency))
+    if meter is not None:
+        result.cpu = meter.stop()
+    return result
+
+
+# --- processing and the proof --------------------------------------------------------------------------------------
+
+
+def wait_processed(expected: int) -> float:
+    """Seconds until every stored event left ``received`` (exits if progress stalls)."""
+    from billing.payments.records import WebhookEvent
+
+    start = last_change = time.perf_counter()
+    left = previous = expected
+    while left:
+        time.sleep(0.2)
+        left = WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED).count()
+        if left != previous:
+            previous, last_change = left, time.perf_counter()
+        elif time.perf_counter() - last_change > PROCESS_STALL_SECONDS:
+            sys.exit(f"Processing stalled with {left} events still received.")
+    return time.perf_counter() - start
+
+
+def proof(events: list[dict[str, Any]], sent: int, duplicates: int, webhook: Burst) -> list[tuple[str, bool]]:
+    from django.db.models import Count, F, Max
+
+    from billing.invoicing.models import Invoice
+    from billing.payments.records import Payment, WebhookEvent
+
+    successes = sum(1 for e in events if e["type"] == "payment_intent.succeeded")
+    stored = WebhookEvent.objects.filter(gateway="stripe")
+    by_status = dict(stored.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+    invoices = Invoice.objects.filter(organization__slug=ORG_SLUG)
+    checks = [
+        (f"{sent} deliveries answered 200", webhook.statuses == {200: sent}),
+        (f"{duplicates} redeliveries answered duplicate=true", webhook.duplicates == duplicates),
+        (f"{len(events)} WebhookEvent rows, one per event id",
+         stored.count() == len(events) == stored.values("event_id").distinct().count()),
+        (f"{successes} processed, {len(events) - successes} ignored, none left or failed",
+         by_status == {"processed": successes, "ignored": len(events) - successes}),
+        ("every event processed in exactly one attempt", stored.aggregate(m=Max("attempts"))["m"] == 1
+         and not stored.exclude(attempts=1).exists()),
+        (f"{successes} payments, one per success event",
+         Payment.objects.filter(invoice__organization__slug=ORG_SLUG, status="succeeded").count() == successes),
+        (f"{successes} invoices paid exactly their amount",
+         invoices.filter(status="paid", amount_paid=F("amount_due")).count() == invoices.count() == successes),
+    ]  # fmt: skip
+    return checks
+
+
+# --- main ---------------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=2000, help="deliveries in the burst (default 2000)")
+    parser.add_argument("--duplicates", type=int, default=200, help="of them, second deliveries (default 200)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn sync workers (default {WORKERS})")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+    if not 0 <= args.duplicates < args.events:
+        parser.error("--duplicates must be at least 0 and less than --events")
+
+    config = database_recreate(os.environ["DATABASE_URL"])
+    broker_prepare(os.environ["CELERY_BROKER_URL"])
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    settings.DEBUG = False  # the bench process's own query log would only grow
+    folder = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
+    try:
+        print(f"Load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        call_command("migrate", verbosity=0)
+        unique = args.events - args.duplicates
+        invoice_ids = invoices_create(unique // 2)
+        events = events_build(invoice_ids, unique - len(invoice_ids))
+        warmup = [
+            {"id": f"evt_bench_warmup_{n:04d}", "object": "event", "created": int(time.time()),
+             "type": "customer.updated", "data": {"object": {"id": f"cus_bench_warmup_{n:04d}", "object": "customer"}}}
+            for n in range(20 * args.workers)
+        ]  # fmt: skip
+        bodies = [json.dumps(e, separators=(",", ":")).encode() for e in events]
+        bodies += bodies[: args.duplicates]  # Stripe delivering again, after the originals
+        connections.close_all()
+
+        server, url = server_start(folder, args.workers)
+        try:
+            # Every worker opens its database and broker connections before the timed bursts.
+            warm = [json.dumps(e, separators=(",", ":")).encode() for e in warmup]
+            burst(f"{url}/bench/bare/", warm, signed=False, concurrency=args.concurrency)
+            burst(f"{url}/webhooks/stripe/", warm, signed=True, concurrency=args.concurrency)
+            meter = CpuMeter(server.process.pid)
+            bare_before = burst(f"{url}/bench/bare/", bodies, signed=False, concurrency=args.concurrency, meter=meter)
+            webhook = burst(f"{url}/webhooks/stripe/", bodies, signed=True, concurrency=args.concurrency, meter=meter)
+            bare_after = burst(f"{url}/bench/bare/", bodies, signed=False, concurrency=args.concurrency, meter=meter)
+        finally:
+            server.stop()
+        n = len(bodies)
+        bare_rate = max(bare_before.rate(n), bare_after.rate(n))
+        ratio = webhook.rate(n) / bare_rate if bare_rate else 0.0
+        print(
+            f"Burst: {n} deliveries ({len(events)} events: {len(invoice_ids)} payment_intent.succeeded, "
+            f"{len(events) - len(invoice_ids)} customer.updated; {args.duplicates} redelivered), "
+            f"{args.concurrency} in flight, gunicorn {args.workers} sync workers"
+        )
+        bare_cpu = min(bare_before.cpu_ms(n), bare_after.cpu_ms(n))
+        cpu_ratio = bare_cpu / webhook.cpu_ms(n) if webhook.cpu_ms(n) else 0.0
+        print(
+            f"  bare view        {bare_before.rate(n):8.1f} events/s before, {bare_after.rate(n):8.1f} after; "
+            f"CPU {bare_before.cpu_ms(n):.2f} / {bare_after.cpu_ms(n):.2f} ms per event"
+        )
+        print(
+            f"  /webhooks/stripe {webhook.rate(n):8.1f} events/s (verify, store once, queue the task); "
+            f"CPU {webhook.cpu_ms(n):.2f} ms per event, of which PostgreSQL "
+            f"{(webhook.cpu.database if webhook.cpu else 0.0) * 1000 / n:.2f}"
+        )
+        print(
+            f"  webhook / bare   {ratio:8.2f}   goal >= {GOAL}: {'goal met' if ratio >= GOAL else 'goal missed'} "
+            f"(in CPU time: {cpu_ratio:.2f})"
+        )
+
+        worker = worker_start(folder)
+        try:
+            seconds = wait_processed(len(events) + len(warmup))
+        finally:
+            worker.stop()
+        processed = len(events) + len(warmup)
+        print(
+            f"Processing: one Celery worker (2 processes) took {seconds:.1f} s for {processed} events "
+            f"({processed / seconds:.1f} events/s), {len(warmup)} of them the warm-up's"
+        )
+        checks = proof(events + warmup, n, args.duplicates, webhook)
+        for label, ok in checks:
+            print(f"  {'ok    ' if ok else 'FAILED'} {label}")
+        print(f"Load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        connections.close_all()
+        if not all(ok for _label, ok in checks):
+            sys.exit(1)
+    finally:
+        if not args.keep:
+            connections.close_all()
+            database_drop(config)
+
+
+if __name__ == "__main__":
+    main()
