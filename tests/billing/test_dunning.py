@@ -100,8 +100,9 @@ def run(django_capture_on_commit_callbacks: Any) -> Run:
 
 def card(organization: Organization, reference: str, **extra: Any) -> PaymentMethod:
     """A saved default card of the test gateway; its reference decides how charges end."""
+    fields: dict[str, Any] = {"is_default": True, **extra}
     method: PaymentMethod = PaymentMethodFactory(
-        organization=organization, gateway="fake", gateway_reference=reference, is_default=True, **extra
+        organization=organization, gateway="fake", gateway_reference=reference, **fields
     )
     return method
 
@@ -264,6 +265,18 @@ def test_a_hard_decline_stops_automatic_retries_and_reminders_ask_for_another_me
     invoice.refresh_from_db()
     assert (invoice.status, DunningCase.objects.get().state) == (Invoice.Status.PAID, "recovered")
     assert [r.payment_method for r in fake.requests] == ["pm_decline_stolen_card", "pm_ok_new"]
+
+
+def test_after_a_hard_decline_the_fallback_method_is_charged(invoice: Invoice, fake: FakeGateway, run: Run) -> None:
+    card(invoice.organization, "pm_decline_expired_card")
+    card(invoice.organization, "pm_decline_insufficient_funds", is_default=False, is_fallback=True)
+    open_after_failure(invoice)
+    run(T0 + DAY)
+    run(T0 + 3 * DAY)
+    run(T0 + 5 * DAY)
+    assert [r.payment_method for r in fake.requests] == [
+        "pm_decline_expired_card", "pm_decline_insufficient_funds", "pm_decline_insufficient_funds"]  # fmt: skip
+    assert "We will try again on" in mail.outbox[-1].body
 
 
 def test_a_bank_asking_for_3d_secure_gets_the_customer_a_link_and_no_more_automatic_charges(

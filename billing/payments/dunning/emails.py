@@ -61,7 +61,7 @@ def _day(value: date | None) -> str:
 
 
 def _amount_left(invoice: Invoice) -> str:
-    left = quantize(invoice.amount_due - invoice.amount_paid, invoice.currency, rounding="ROUND_HALF_UP")
+    left = quantize(invoice.balance_due, invoice.currency, rounding="ROUND_HALF_UP")
     return money(left, invoice.currency)
 
 

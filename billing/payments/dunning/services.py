@@ -18,7 +18,8 @@ A step, under locks on the invoice and then the case (the order the payment serv
 
 A soft decline keeps the schedule (and the customer is told when the next try is); a hard decline
 (``HARD_DECLINE_CODES``: lost, stolen, expired card, …) or a bank asking for 3-D Secure stops
-automatic retries of that payment method (a new default method resumes them); reminders continue.
+automatic retries of that payment method: the organization's fallback method (or a new default)
+is charged on the next steps if it has one; reminders continue either way.
 Our own misconfiguration makes that step a reminder and is logged for operators.
 
 Ending. A payment that settles the invoice (webhook, synchronous success, a transfer recorded by
@@ -41,7 +42,7 @@ from decimal import Decimal
 
 from django.core.mail import EmailMessage
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from aggregator.money import quantize
@@ -95,7 +96,8 @@ class ChargePlan:
 
 
 def _left(invoice: Invoice) -> Decimal:
-    return quantize(invoice.amount_due - invoice.amount_paid, invoice.currency, rounding="ROUND_HALF_UP")
+    """What is still owed (credit notes and refunds counted), at the currency's minor unit."""
+    return quantize(invoice.balance_due, invoice.currency, rounding="ROUND_HALF_UP")
 
 
 def dunning_case_open(*, invoice_id: int, trigger: str, anchor_at: datetime) -> DunningCase | None:
@@ -327,21 +329,30 @@ def _resume(case: DunningCase, step: DunningStep, now: datetime) -> ChargePlan |
 
 
 def _chargeable_method(case: DunningCase, invoice: Invoice, now: datetime) -> PaymentMethod | None:
-    """The saved default payment method to charge now, or None (then the step is a reminder)."""
+    """The saved payment method to charge now: the default, else the fallback, skipping any that a
+    hard decline (or a bank asking for 3-D Secure) blocked in this case, that expired or whose
+    gateway is not configured. None: the step is a reminder."""
     if not case.automatic_retries:
         return None
-    method = PaymentMethod.objects.filter(organization_id=invoice.organization_id, is_default=True).first()
-    if method is None or method.pk == case.blocked_method_id or method.kind not in OFF_SESSION_KINDS:
-        return None
-    if method.expired_on(now.date()):
-        return None
-    try:
-        gateway_for(method.gateway)
-    except PaymentConfigurationError:
-        logger.error("dunning of invoice %s: gateway %r of the default payment method is not configured",
-                     invoice.pk, method.gateway)  # fmt: skip
-        return None
-    return method
+    blocked = set(
+        case.steps.filter(Q(decline_code__in=HARD_DECLINE_CODES) | Q(outcome=DunningStep.Outcome.ACTION_REQUIRED))
+        .exclude(payment_method=None)
+        .values_list("payment_method_id", flat=True)
+    )
+    candidates = PaymentMethod.objects.filter(
+        Q(is_default=True) | Q(is_fallback=True), organization_id=invoice.organization_id
+    ).order_by("-is_default")
+    for method in candidates:
+        if method.pk in blocked or method.kind not in OFF_SESSION_KINDS or method.expired_on(now.date()):
+            continue
+        try:
+            gateway_for(method.gateway)
+        except PaymentConfigurationError:
+            logger.error("dunning of invoice %s: gateway %r of %s is not configured", invoice.pk, method.gateway,
+                         method.label)  # fmt: skip
+            continue
+        return method
+    return None
 
 
 def _open_attempts_cancel(invoice: Invoice) -> bool:
