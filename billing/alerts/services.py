@@ -21,11 +21,10 @@ from billing.ledger.models import LedgerTransaction
 from billing.ledger.posting import storage_amount
 from billing.ledger.selectors import (
     BURN_WINDOW_DAYS,
-    balance_of,
     burn_rate,
     daily_amounts,
     runway,
-    vendor_account_currency,
+    vendor_prepaid_balance,
     wallet_runway,
 )
 from providers.models import VendorAccount
@@ -49,7 +48,7 @@ def alert_policy_for(organization: Organization) -> AlertPolicy:
 def vendor_account_conditions(*, account: VendorAccount, today: date, policy: AlertPolicy) -> list[Condition]:
     label = account.label
     yesterday = today - timedelta(days=1)
-    cur = vendor_account_currency(vendor_account=account)
+    cur, balance = vendor_prepaid_balance(vendor_account=account)
     # The 15 days up to yesterday: the last of them against the 14 before (anomaly); the last
     # BURN_WINDOW_DAYS of them are the runway's burn window (vendor_account_runway), read once here.
     spent = daily_amounts(
@@ -59,7 +58,7 @@ def vendor_account_conditions(*, account: VendorAccount, today: date, policy: Al
         days=max(15, BURN_WINDOW_DAYS),
     )
     result = runway(
-        balance=balance_of(key=accounts.vendor_prepaid(account.pk, account.organization_id, cur).key),
+        balance=balance,
         currency=cur,
         burn=burn_rate(spent[-BURN_WINDOW_DAYS:]),
         today=today,

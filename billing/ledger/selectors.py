@@ -84,6 +84,19 @@ def vendor_account_currency(*, vendor_account: VendorAccount) -> str:
     return currencies[0] if currencies else _vendor_currency(vendor_account)
 
 
+def vendor_prepaid_balance(*, vendor_account: VendorAccount) -> tuple[str, Decimal]:
+    """``vendor_account_currency`` and the balance of the prepaid credits in it, in one read."""
+    first = (
+        LedgerAccount.objects.filter(key__startswith=f"vendor_prepaid:{vendor_account.pk}:")
+        .order_by("currency")
+        .values_list("currency", "balance")
+        .first()
+    )
+    if first is None:
+        return _vendor_currency(vendor_account), Decimal(0)
+    return first[0], storage_amount(Decimal(first[1]))
+
+
 def vendor_account_runway(*, vendor_account: VendorAccount, today: date, currency: str | None = None) -> Runway:
     """Balance of the vendor's prepaid credits and how long they last at the recent burn rate."""
     currency = currency or vendor_account_currency(vendor_account=vendor_account)

@@ -210,7 +210,9 @@ def days_to_settle(*, account: VendorAccount, since: datetime | None) -> list[da
     return sorted(set(days))
 
 
-SETTLEMENT_BATCH_DAYS = 31
+# Days settled per transaction: a quarter, so that the backfill of a newly linked account (90 days) or
+# a re-settlement of the whole quarter takes one lock and two reads.
+SETTLEMENT_BATCH_DAYS = 92
 
 
 def settle_vendor_account(*, vendor_account_id: int, day: date | None = None) -> SettlementResult:
