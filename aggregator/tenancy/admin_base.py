@@ -25,7 +25,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import capfirst
 from unfold.admin import ModelAdmin as UnfoldModelAdmin
-from unfold.admin import StackedInline as UnfoldStackedInline
 from unfold.admin import TabularInline as UnfoldTabularInline
 
 from aggregator.tenancy.models import AuditEvent, Organization, User
@@ -50,10 +49,6 @@ class ModelAdmin(UnfoldModelAdmin):
 
 
 class TabularInline(UnfoldTabularInline):
-    pass
-
-
-class StackedInline(UnfoldStackedInline):
     pass
 
 
