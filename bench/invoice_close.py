@@ -443,14 +443,21 @@ def workers_stop(workers: Sequence[Worker]) -> None:
 
 
 def progress_wait(
-    done: Callable[[], int], expected: int, what: str, workers: Sequence[Worker], cpu: CpuWatch | None
+    done: Callable[[], int],
+    expected: int,
+    what: str,
+    workers: Sequence[Worker],
+    cpu: CpuWatch | None,
+    activity: Callable[[], int] | None = None,
 ) -> None:
-    """Poll ``done()`` until it reaches ``expected``; give up when nothing moves for STALL_SECONDS."""
+    """Poll ``done()`` until it reaches ``expected``; give up when nothing moves for STALL_SECONDS. Movement is
+    ``activity()`` when given (read after ``done()``), else ``done()`` itself."""
     last, moved = -1, time.monotonic()
     while (count := done()) < expected:
         now = time.monotonic()
-        if count != last:
-            last, moved = count, now
+        current = activity() if activity is not None else count
+        if current != last:
+            last, moved = current, now
         dead = [w for w in workers if w.process.poll() is not None]
         if dead or now - moved > STALL_SECONDS:
             why = f"worker {dead[0].name} exited" if dead else f"nothing moved for {STALL_SECONDS:.0f} s"
@@ -606,7 +613,7 @@ def close_run(label: str, workers: int, data: BenchData, pool: str, run: str, *,
             workers_warm_up(started, data.warm_up_ids)
         expected = len(data.organization_ids)
         timed = Invoice.objects.exclude(organization_id__in=data.warm_up_ids)
-        state = {"closed": None}
+        state: dict[str, Any] = {"closed": None, "activity": 0}
         cpu = CpuWatch(started)
         start = time.perf_counter()
         for organization_id in data.organization_ids:
@@ -620,9 +627,14 @@ def close_run(label: str, workers: int, data: BenchData, pool: str, run: str, *,
             )
             if state["closed"] is None and counts["finalized"] >= expected:
                 state["closed"] = time.perf_counter() - start
+            state["activity"] = counts["finalized"] + counts["delivered"]
             return int(counts["delivered"])
 
-        progress_wait(delivered, expected, "invoices finalized and delivered", started, cpu)
+        # The deliveries queue behind every close: the delivered count stays at 0 until the last close, so a
+        # stall is judged on closes and deliveries together.
+        progress_wait(
+            delivered, expected, "invoices finalized and delivered", started, cpu, lambda: int(state["activity"] or 0)
+        )
         seconds = time.perf_counter() - start
         shares, busy = cpu.shares()
     finally:
@@ -787,6 +799,16 @@ def run(orgs: int, pool: str, broker: redis.Redis, *, cold: bool, reuse: bool) -
         "  CPU per invoice, workers + the bench database's backends: "
         + ", ".join(f"{name} {ms:.0f} ms" for name, ms in per_invoice.items())
         + f" (B/A {per_invoice['B'] / per_invoice['A']:.2f}: about 1 when a second worker adds no work per invoice)"
+    )
+    # What two workers could reach here: the cores that processes outside the bench left during run B, spent at
+    # run A's CPU per invoice (workers + their backends), against run A's rate.
+    cores = os.cpu_count() or 1
+    left = max(0.0, cores - (second.cpu["other"] + second.cpu["pg_rest"]) / second.seconds)
+    ceiling = left / (per_invoice["A"] / 1e3) / first.rate
+    print(
+        f"  B/A in CPU time (invoices per CPU-s of the workers and the bench database's backends): "
+        f"{per_invoice['A'] / per_invoice['B']:.2f}; cores left by processes outside the bench during B: {left:.2f} "
+        f"of {cores}, which at A's CPU per invoice caps B/A at {ceiling:.2f}"
     )
     print(
         f"  CPU: {os.cpu_count()} cores shared by PostgreSQL, Redis, the workers, this poller and whatever else "

@@ -344,17 +344,37 @@ def cpu_by_process() -> dict[int, tuple[str, float]]:
     return found
 
 
+def postgres_database(pid: int) -> str:
+    """The database a PostgreSQL backend (or autovacuum worker) serves, from its process title; "" for the
+    server's background processes."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+    # "postgres: 15/main: postgres aggregator_bench_settle 127.0.0.1(54060) idle", "… autovacuum worker <db>"
+    words = title.split()
+    if "autovacuum" in words and "worker" in words:
+        return words[-1]
+    return words[3] if len(words) > 4 and words[0] == "postgres:" and ("(" in words[4] or words[4] == "[local]") else ""
+
+
 class CpuWatch:
-    """Where the machine's CPU went during a run: the workers, PostgreSQL (all its processes, any database), Redis,
-    this process, and the rest ("other": the machine's busy time minus those, so it includes processes that ended).
-    Processes are sampled every CPU_SAMPLE_SECONDS, so a PostgreSQL backend that ends (a worker's connection
-    recycled after CONN_MAX_AGE) is counted up to its last sample."""
+    """Where the machine's CPU went during a run: the workers, the PostgreSQL backends of the bench's database,
+    the rest of PostgreSQL (other databases: other people's work; background processes), Redis, this process, and
+    "other": the machine's busy time minus those, i.e. other people's work on the machine and processes that ended.
+    Processes are sampled every CPU_SAMPLE_SECONDS, so a backend that ends (a worker's connection recycled after
+    CONN_MAX_AGE) is counted up to its last sample."""
+
+    GROUPS = ("workers", "pg_bench", "pg_rest", "redis", "bench")
 
     def __init__(self, workers: Sequence[Worker]) -> None:
         self.workers = workers
+        self.database = str(connection.settings_dict["NAME"])
         self.first = cpu_by_process()
         self.last = dict(self.first)
         self.worker_pids: set[int] = set()
+        self.bench_backends: set[int] = set()
+        self.seen: set[int] = set()
         self.sampled = 0.0
         self.busy, self.total = system_cpu()
         self.sample()
@@ -364,19 +384,27 @@ class CpuWatch:
             return
         self.sampled = time.monotonic()
         self.worker_pids |= {pid for w in self.workers for pid in process_tree(w.process.pid)}
-        self.last |= cpu_by_process()
+        now = cpu_by_process()
+        for pid, (name, _seconds) in now.items():
+            if pid not in self.seen:
+                self.seen.add(pid)
+                if name.startswith("postgres") and postgres_database(pid) == self.database:
+                    self.bench_backends.add(pid)
+        self.last |= now
 
     def shares(self) -> tuple[dict[str, float], float]:
         """CPU seconds by group, and the machine's busy fraction."""
         self.sample(force=True)
         busy, total = system_cpu()
-        shares = dict.fromkeys(("workers", "postgres", "redis", "bench"), 0.0)
+        shares = dict.fromkeys(self.GROUPS, 0.0)
         for pid, (name, seconds) in self.last.items():
             spent = seconds - self.first.get(pid, (name, 0.0))[1]
             if pid in self.worker_pids:
                 shares["workers"] += spent
+            elif pid in self.bench_backends:
+                shares["pg_bench"] += spent
             elif name.startswith("postgres"):
-                shares["postgres"] += spent
+                shares["pg_rest"] += spent
             elif name.startswith("redis"):
                 shares["redis"] += spent
             elif pid == os.getpid():
@@ -397,10 +425,27 @@ class RunResult:
     enqueue_seconds: float
     cpu: dict[str, float]
     system_busy: float
+    load_before: float
+    load_after: float
 
     @property
     def rate(self) -> float:
         return self.accounts / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def bench_cpu(self) -> float:
+        """CPU seconds of the workers and of the bench database's PostgreSQL backends: the work itself."""
+        return self.cpu["workers"] + self.cpu["pg_bench"]
+
+    @property
+    def cpu_rate(self) -> float:
+        """Accounts per CPU second of the work itself: what other work on the machine skews least."""
+        return self.accounts / self.bench_cpu if self.bench_cpu > 0 else float("inf")
+
+    @property
+    def others_cores(self) -> float:
+        """Cores taken on average by processes outside the bench (other databases included)."""
+        return (self.cpu["other"] + self.cpu["pg_rest"]) / self.seconds
 
 
 def settle_run(label: str, workers: int, account_ids: Sequence[int], pool: str, folder: Path, run: str) -> RunResult:
@@ -409,6 +454,7 @@ def settle_run(label: str, workers: int, account_ids: Sequence[int], pool: str, 
         raise RuntimeError("settled_at must be NULL on every account before a run")
     started = workers_start(workers, pool, folder, run)
     try:
+        load_before = os.getloadavg()[0]
         cpu = CpuWatch(started)
         start = time.perf_counter()
         for account_id in account_ids:
@@ -427,6 +473,8 @@ def settle_run(label: str, workers: int, account_ids: Sequence[int], pool: str, 
         enqueue_seconds=enqueued,
         cpu=shares,
         system_busy=busy,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
     )
 
 
@@ -462,10 +510,16 @@ def line(result: RunResult, account_days: int) -> None:
     )
     cpu = result.cpu
     print(
-        f"{'':<40} enqueue {result.enqueue_seconds:.2f} s; machine busy {result.system_busy:.0%} of "
-        f"{os.cpu_count()} cores; CPU-s: workers {cpu['workers']:.1f} ({cpu['workers'] / result.seconds:.2f} "
-        f"cores), PostgreSQL (all databases) {cpu['postgres']:.1f}, Redis {cpu['redis']:.1f}, "
-        f"bench {cpu['bench']:.1f}, other {cpu['other']:.1f}"
+        f"{'':<40} CPU per account-day: workers {cpu['workers'] / account_days * 1e3:.2f} ms, PostgreSQL backends of "
+        f"the bench database {cpu['pg_bench'] / account_days * 1e3:.2f} ms; {result.cpu_rate:.2f} accounts per CPU-s"
+    )
+    print(
+        f"{'':<40} enqueue {result.enqueue_seconds:.2f} s; load average {result.load_before:.2f} -> "
+        f"{result.load_after:.2f}; machine busy {result.system_busy:.0%} of {os.cpu_count()} cores; on average the "
+        f"workers had {cpu['workers'] / result.seconds:.2f} cores, the bench database "
+        f"{cpu['pg_bench'] / result.seconds:.2f}, Redis {cpu['redis'] / result.seconds:.2f}, this poller "
+        f"{cpu['bench'] / result.seconds:.2f}, processes outside the bench {result.others_cores:.2f} (of which other "
+        f"databases and PostgreSQL's background processes {cpu['pg_rest'] / result.seconds:.2f})"
     )
 
 
@@ -551,20 +605,38 @@ def run(accounts: int, days: int, pool: str, folder: Path, broker: redis.Redis) 
 
     scaling = second.rate / first.rate
     resettle = again.seconds / first.seconds
+    cores = os.cpu_count() or 1
+    # What two workers could reach here: the cores left by processes outside the bench during run B, spent at
+    # run A's CPU per account (workers + their backends), against run A's rate.
+    ceiling = max(0.0, cores - second.others_cores) * first.cpu_rate / first.rate
     print()
     print("Summary")
     print(f"  data: {accounts:,} accounts x {days} days x {len(LINE_ITEMS)} cost rows; {pool} pool, concurrency 1")
     print(f"  A, 1 worker:  {first.rate:8.2f} accounts/s  ({first.seconds:.2f} s)")
     print(f"  B, 2 workers: {second.rate:8.2f} accounts/s  ({second.seconds:.2f} s)")
     print(f"  B/A throughput: {scaling:.2f} (goal ≥ 1.7: {verdict(scaling >= 1.7)})")
+    print(
+        f"  B/A in CPU time (accounts per CPU-s of the workers and the bench database's backends): "
+        f"{second.cpu_rate / first.cpu_rate:.2f} (1.00: a second worker adds no work per account); cores left by "
+        f"processes outside the bench during B: {max(0.0, cores - second.others_cores):.2f} of {cores}, which at A's "
+        f"CPU per account caps B/A at {ceiling:.2f}"
+    )
     print(f"  re-settle / first settlement (A) time: {resettle:.2f} (goal ≤ 0.2: {verdict(resettle <= 0.2)})")
+    print(
+        f"  re-settle / first settlement (A) in CPU time (workers + the bench database's backends): "
+        f"{again.bench_cpu / first.bench_cpu:.2f}"
+    )
     runs = (("A", first), ("B", second), ("re-settle", again))
     print(
-        f"  CPU: {os.cpu_count()} cores shared by PostgreSQL, Redis, the workers and this poller; machine busy "
+        f"  CPU: {cores} cores shared by PostgreSQL, Redis, the workers, this poller and whatever else runs on the "
+        "machine; machine busy "
         + ", ".join(f"{name} {r.system_busy:.0%}" for name, r in runs)
-        + "; other (not the bench's) processes took "
-        + ", ".join(f"{r.cpu['other'] / r.seconds:.2f}" for _, r in runs)
-        + f" cores on average; load average now {os.getloadavg()[0]:.2f}"
+        + "; cores used by the workers "
+        + ", ".join(f"{name} {r.cpu['workers'] / r.seconds:.2f}" for name, r in runs)
+        + ", by processes outside the bench "
+        + ", ".join(f"{name} {r.others_cores:.2f}" for name, r in runs)
+        + "; load average (1 min) "
+        + ", ".join(f"{name} {r.load_before:.2f} -> {r.load_after:.2f}" for name, r in runs)
     )
 
 
