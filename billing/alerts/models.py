@@ -65,6 +65,7 @@ class AlertPolicy(TenantModel):
     tenant_path: ClassVar[str] = "organization"
 
     class Meta:
+        verbose_name_plural = "alert policies"
         constraints = [models.UniqueConstraint(fields=["organization"], name="one_alert_policy_per_org")]
 
     def __str__(self) -> str:

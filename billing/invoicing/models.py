@@ -35,6 +35,7 @@ class NumberSeries(models.Model):
     last_value = models.PositiveIntegerField(default=0)
 
     class Meta:
+        verbose_name_plural = "number series"
         constraints = [
             models.UniqueConstraint(fields=["issuer", "kind", "year"], name="one_series_per_issuer_kind_year")
         ]

@@ -89,6 +89,7 @@ class LedgerEntry(models.Model):
     effective_at = models.DateTimeField()
 
     class Meta:
+        verbose_name_plural = "ledger entries"
         indexes = [models.Index(fields=["account", "effective_at"])]
         ordering = ["id"]
 
