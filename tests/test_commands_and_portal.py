@@ -76,6 +76,19 @@ def test_load_demo_twice_creates_one_of_everything_and_the_logins_work(db: Any) 
     admin = Client()
     admin.post("/admin/login/", {"username": OPERATOR_EMAIL, "password": OPERATOR_PASSWORD})
     assert admin.get("/admin/tenancy/organization/").status_code == 200
+    # The staff roles: support may look at organizations but not at the dashboard of receivables.
+    assert {
+        u.email: [g.name for g in u.groups.all()] for u in User.objects.filter(is_staff=True, is_superuser=False)
+    } == {
+        "finance@example.com": ["finance"],
+        "support@example.com": ["support"],
+    }
+    support = Client()
+    support.post("/admin/login/", {"username": "support@example.com", "password": OPERATOR_PASSWORD})
+    assert support.get("/admin/tenancy/organization/").status_code == 200
+    finance = Client()
+    finance.post("/admin/login/", {"username": "finance@example.com", "password": OPERATOR_PASSWORD})
+    assert finance.get("/admin/dashboard/").status_code == 200
 
 
 def test_portal_requires_sign_in(db: Any) -> None:

@@ -24,6 +24,8 @@ CUSTOMER_EMAIL = "customer@example.com"
 # Demo-only credentials for a local, offline installation; printed on screen by `make run`.
 OPERATOR_PASSWORD = "operator-demo-pass"  # noqa: S105
 CUSTOMER_PASSWORD = "customer-demo-pass"  # noqa: S105
+# Console users in the staff roles (aggregator.tenancy.staff), with the operator's demo password.
+STAFF_EMAILS = {"finance": "finance@example.com", "support": "support@example.com"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ def demo_load() -> DemoLogins:
     operator.is_staff = operator.is_superuser = True
     operator.set_password(OPERATOR_PASSWORD)
     operator.save()
+    _demo_staff()
 
     organization, _ = Organization.objects.get_or_create(
         slug="demo",
@@ -100,6 +103,18 @@ def demo_load() -> DemoLogins:
     demo_vendor_accounts(organization=organization_jp)
     demo_fx_rates()
     return DemoLogins(OPERATOR_EMAIL, OPERATOR_PASSWORD, CUSTOMER_EMAIL, CUSTOMER_PASSWORD, organization.slug)
+
+
+def _demo_staff() -> None:
+    from aggregator.tenancy.staff import staff_role_grant, staff_roles_setup
+
+    staff_roles_setup()
+    for role, email in STAFF_EMAILS.items():
+        user = User.objects.filter(email=email).first() or User.objects.create_user(email)
+        user.full_name = user.full_name or f"Demo {role.title()}"
+        user.set_password(OPERATOR_PASSWORD)
+        user.save()
+        staff_role_grant(email=email, role=role)
 
 
 def demo_vendor_accounts(*, organization: Organization) -> list[VendorAccount]:

@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from aggregator.system.demo import demo_load
+from aggregator.system.demo import STAFF_EMAILS, demo_load
 
 
 class Command(BaseCommand):
@@ -19,6 +19,7 @@ class Command(BaseCommand):
                 [
                     "Demo ready.",
                     f"  Operator console: {site}/admin/  {logins.operator_email} / {logins.operator_password}",
+                    f"                    (staff roles: {', '.join(STAFF_EMAILS.values())}, same password)",
                     f"  Customer portal:  {site}/        {logins.customer_email} / {logins.customer_password}"
                     f"  (organization '{logins.organization_slug}')",
                     f"  API docs:         {site}/api/docs/",
