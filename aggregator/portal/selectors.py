@@ -39,6 +39,14 @@ class Dashboard:
     daily: list[tuple[date, dict[str, Decimal]]]  # per day, charged amount by vendor (invoice currency)
 
 
+def last_month_same_day(today: date) -> date:
+    """The day of last month to compare month-to-date with: the same day of the month, or last
+    month's last day when it is shorter (March 31 compares with February 28 or 29)."""
+    month_start = today.replace(day=1)
+    last_month_end = month_start - timedelta(days=1)
+    return min(last_month_end.replace(day=1) + timedelta(days=today.day - 1), last_month_end)
+
+
 def dashboard_for(*, organization: Organization, today: date | None = None) -> Dashboard:
     today = today or timezone.now().date()
     month_start = today.replace(day=1)
@@ -56,7 +64,7 @@ def dashboard_for(*, organization: Organization, today: date | None = None) -> D
         by_day.setdefault(day, {}).setdefault(vendor, Decimal(0))
         by_day[day][vendor] += Decimal(amount)
     mtd = Decimal(sum((sum(v.values()) for d, v in by_day.items() if d and d >= month_start), Decimal(0)))
-    same_days_last_month = last_month_start + timedelta(days=(today - month_start).days)
+    same_days_last_month = last_month_same_day(today)
     last = Decimal(
         sum(
             (sum(v.values()) for d, v in by_day.items() if d and last_month_start <= d <= same_days_last_month),
