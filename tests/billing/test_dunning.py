@@ -354,6 +354,7 @@ def test_reminders_are_written_in_the_invoices_language(organization: Organizati
                    amount_due=Decimal("12345"), currency="JPY", due_date=date(2026, 11, 19))  # fmt: skip
     run(datetime(2026, 11, 21, 9, 0, tzinfo=UTC))
     (email,) = mail.outbox
+    assert "請求書" in email.subject  # "invoice", from the Japanese catalog
     assert "2026年11月19日" in email.body  # Japanese date format
     assert "12,345 JPY" in email.body
 
