@@ -219,12 +219,29 @@ def invoice_payment_record(*, invoice_id: int, amount: Decimal) -> Invoice:
     invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
     if invoice.status in (Invoice.Status.DRAFT, Invoice.Status.VOID):
         raise InvoiceError(f"Invoice {invoice} is {invoice.status}: it cannot take payments.")
+    before = _balance_state(invoice)
     invoice.amount_paid = invoice.amount_paid + to_decimal(amount)
     if invoice.status == Invoice.Status.UNCOLLECTIBLE:  # a late payment still settles it
         invoice.status = Invoice.Status.OPEN
     _status_refresh(invoice)
     invoice.save(update_fields=["amount_paid", "status"])
+    audit_record(
+        action="invoice.payment",
+        organization=invoice.organization,
+        obj=invoice,
+        before=before,
+        after={**_balance_state(invoice), "amount": str(to_decimal(amount))},
+    )
     return invoice
+
+
+def _balance_state(invoice: Invoice) -> dict[str, str]:
+    return {
+        "status": invoice.status,
+        "amount_paid": str(invoice.amount_paid),
+        "amount_refunded": str(invoice.amount_refunded),
+        "balance_due": str(invoice.balance_due),
+    }
 
 
 def invoice_refunds_refresh(*, invoice_id: int) -> Invoice:
@@ -235,9 +252,16 @@ def invoice_refunds_refresh(*, invoice_id: int) -> Invoice:
     with transaction.atomic():
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
         refunded = Payment.objects.filter(invoice_id=invoice_id).aggregate(total=Sum("amount_refunded"))["total"]
+        if Decimal(refunded or 0) == invoice.amount_refunded:
+            return invoice
+        before = _balance_state(invoice)
         invoice.amount_refunded = Decimal(refunded or 0)
         _status_refresh(invoice)
         invoice.save(update_fields=["amount_refunded", "status"])
+        audit_record(
+            action="invoice.refund", organization=invoice.organization, obj=invoice, before=before,
+            after=_balance_state(invoice),
+        )  # fmt: skip
     return invoice
 
 

@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from aggregator.money import CurrencyError, currency_code, from_minor, quantize, to_minor
 from aggregator.tenancy.models import Organization
+from aggregator.tenancy.services import audit_record
 from billing.invoicing.models import Invoice
 from billing.invoicing.services import InvoiceError, invoice_payment_record, invoice_refunds_refresh
 from billing.payments.dunning.services import dunning_payment_failed, dunning_payment_succeeded
@@ -413,10 +414,16 @@ def _on_dispute_created(gateway: str, dispute: Mapping[str, Any], details: Mappi
     ) or _locked(Payment.objects.filter(gateway=gateway, charge_reference=_reference(dispute.get("charge"))).first())
     if payment is None:
         return WebhookEvent.Status.IGNORED, "The disputed charge is not one of our payments."
+    before = {"status": payment.status, "dispute_reason": payment.dispute_reason}
     if payment.advance(Payment.Status.DISPUTED):
         payment.disputed_at = timezone.now()
     payment.dispute_reason = str(dispute.get("reason") or "")[:60]
     payment.save()
+    if before["status"] != payment.status:
+        audit_record(
+            action="payment.dispute", organization=payment.organization, obj=payment, before=before,
+            after={"status": payment.status, "dispute_reason": payment.dispute_reason, "amount": str(payment.amount)},
+        )  # fmt: skip
     return WebhookEvent.Status.PROCESSED, ""
 
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from aggregator.tenancy.models import Issuer, Organization
+from aggregator.tenancy.models import AuditEvent, Issuer, Organization
 from billing.fx.models import FxRate
 from billing.invoicing.close import invoice_draft_build, period_close
 from billing.invoicing.models import Invoice, InvoiceImmutable, InvoiceLine
@@ -216,6 +216,15 @@ def test_partial_payments_add_up_to_paid(issuer: Issuer) -> None:
     assert invoice_payment_record(invoice_id=invoice.pk, amount=Decimal("20.00")).status == "partially_paid"
     paid = invoice_payment_record(invoice_id=invoice.pk, amount=Decimal("20.02"))
     assert (paid.status, paid.amount_paid) == ("paid", Decimal("40.02"))
+    # Each payment is in the audit log, with the balance before and after.
+    trail = [
+        (e.before["status"], e.after["status"], Decimal(e.after["amount"]), Decimal(e.after["balance_due"]))
+        for e in AuditEvent.objects.filter(action="invoice.payment", object_id=str(invoice.pk)).order_by("id")
+    ]
+    assert trail == [
+        ("open", "partially_paid", Decimal("20.00"), Decimal("20.02")),
+        ("partially_paid", "paid", Decimal("20.02"), Decimal("0")),
+    ]
 
 
 def test_credit_notes_have_their_own_series_and_cannot_exceed_the_invoice(issuer: Issuer) -> None:

@@ -26,7 +26,7 @@ from rest_framework.routers import SimpleRouter
 from rest_framework.test import APIClient
 
 from aggregator import urls as project_urls
-from aggregator.tenancy.models import Organization, Role, User
+from aggregator.tenancy.models import AuditEvent, Organization, Role, User
 from billing.invoicing.models import Invoice
 from billing.invoicing.services import invoice_payment_record
 from billing.ledger.models import LedgerTransaction
@@ -467,6 +467,11 @@ def test_a_credit_note_on_a_paid_invoice_refunds_the_card_once(
     invoice.refresh_from_db()
     assert (invoice.status, invoice.amount_credited, invoice.amount_refunded, invoice.balance_due) == (
         Invoice.Status.PAID, Decimal("20.00"), Decimal("20.00"), Decimal("0"))  # fmt: skip
+    (refund,) = AuditEvent.objects.filter(action="invoice.refund", object_id=str(invoice.pk))
+    assert (Decimal(refund.before["amount_refunded"]), Decimal(refund.after["amount_refunded"])) == (
+        0,
+        Decimal("20.00"),
+    )
     # The task runs again (a redelivery, a retry): nothing more is refunded.
     credit_note_refund(credit_note_id=note.pk)
     assert api.v1.charges.retrieve(payment.charge_reference).amount_refunded == 2000
@@ -498,6 +503,9 @@ def test_refunds_and_disputes_are_recorded(
     deliver(stripe_event("charge.dispute.created", dispute, "evt_dispute"))
     payment.refresh_from_db()
     assert (payment.status, payment.dispute_reason) == ("disputed", "fraudulent")
+    (disputed,) = AuditEvent.objects.filter(action="payment.dispute", object_id=str(payment.pk))
+    assert (disputed.before["status"], disputed.after["status"], disputed.after["dispute_reason"]) == (
+        "refunded", "disputed", "fraudulent")  # fmt: skip
     invoice.refresh_from_db()
     assert invoice.amount_paid == Decimal("120.50")  # credit notes and chargebacks are the operator's to book
 
