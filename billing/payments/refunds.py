@@ -1,10 +1,13 @@
 """Refunds that credit notes order: a credit note on an invoice already paid pays the overpaid part
 back to the invoice's card payments, newest first.
 
-``credit_note_refund`` is safe to run twice: the credit note's ``amount_refunded`` is written under
-its row lock in the same transaction as each payment's refund, and each gateway refund carries the
-key ``refund:<payment>:<refunded before, in minor units>`` (a retry after a crash repeats the same
-refund instead of making a second one).
+``credit_note_refund`` is safe to run twice and to resume after a failure: each payment's refund is
+made and recorded in its own transaction, under the credit note's row lock, with the credit note's
+``amount_refunded`` updated in that same transaction; each gateway refund carries the key
+``refund:<payment>:<refunded before, in minor units>``, so a retry after a crash between the
+gateway's answer and our commit repeats that refund instead of making a second one. A refund the
+gateway refuses stops the run with the error (the task retries later); what was refunded before it
+stays recorded.
 """
 
 from __future__ import annotations
@@ -22,40 +25,45 @@ from billing.payments.services import payment_refund
 logger = logging.getLogger(__name__)
 
 
-def credit_note_refund(*, credit_note_id: int) -> CreditNote:
-    """Refund what the credit note owes the customer from the invoice's succeeded payments."""
+def _refund_next(credit_note_id: int) -> Decimal | None:
+    """Refund the next part of the credit note from one payment; the amount still owed after it,
+    or None when no payment can take more."""
     with transaction.atomic():
-        note = CreditNote.objects.select_for_update().select_related("invoice").get(pk=credit_note_id)
+        note = CreditNote.objects.select_for_update().get(pk=credit_note_id)
         left = note.refund_amount - note.amount_refunded
         if left <= 0:
-            return note
-        payments = (
-            Payment.objects.filter(invoice_id=note.invoice_id, succeeded_at__isnull=False)
-            .exclude(status=Payment.Status.DISPUTED)
-            .order_by("-succeeded_at", "-id")
+            return Decimal(0)
+        payment = next(
+            (
+                p
+                for p in Payment.objects.filter(invoice_id=note.invoice_id, succeeded_at__isnull=False)
+                .exclude(status=Payment.Status.DISPUTED)
+                .order_by("-succeeded_at", "-id")
+                if p.amount - p.amount_refunded > 0
+            ),
+            None,
         )
-        for payment in payments:
-            refundable = payment.amount - payment.amount_refunded
-            if refundable <= 0:
-                continue
-            part = min(left, refundable)
-            payment_refund(payment_id=payment.pk, amount=part, reason=f"Credit note {note.number}")
-            note.amount_refunded += part
-            note.save(update_fields=["amount_refunded"])
-            left -= part
-            if left <= 0:
-                break
-    if left > 0:
+        if payment is None:
+            return None
+        part = min(left, payment.amount - payment.amount_refunded)
+        payment_refund(payment_id=payment.pk, amount=part, reason=f"Credit note {note.number}")
+        note.amount_refunded += part
+        note.save(update_fields=["amount_refunded"])
+        return left - part
+
+
+def credit_note_refund(*, credit_note_id: int) -> CreditNote:
+    """Refund what the credit note owes the customer from the invoice's succeeded payments."""
+    left: Decimal | None = Decimal(1)
+    while left:
+        left = _refund_next(credit_note_id)
+    note = CreditNote.objects.select_related("invoice").get(pk=credit_note_id)
+    if left is None:
         logger.warning(
             "Credit note %s: %s %s could not be refunded to a card payment; refund it by bank transfer.",
             note.number,
-            left,
+            note.refund_amount - note.amount_refunded,
             note.invoice.currency,
         )
     invoice_refunds_refresh(invoice_id=note.invoice_id)
     return note
-
-
-def refund_left(note: CreditNote) -> Decimal:
-    """What the credit note still owes the customer."""
-    return max(Decimal(0), note.refund_amount - note.amount_refunded)

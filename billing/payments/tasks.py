@@ -6,6 +6,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from billing.payments.gateways.base import PaymentConfigurationError, PaymentTemporaryFailure
+
 
 @shared_task(name="billing.payments.tasks.webhook_event_process")
 def webhook_event_process_task(webhook_event_id: int) -> None:
@@ -23,9 +25,16 @@ def webhook_events_retry_task() -> None:
     webhook_events_retry(now=timezone.now())
 
 
-@shared_task(name="billing.payments.tasks.credit_note_refund")
+@shared_task(
+    name="billing.payments.tasks.credit_note_refund",
+    autoretry_for=(PaymentTemporaryFailure, PaymentConfigurationError),
+    retry_backoff=60,
+    retry_backoff_max=3600,
+    max_retries=10,
+)
 def credit_note_refund_task(credit_note_id: int) -> None:
-    """Pay back what a credit note on a paid invoice owes the customer (queued on its issue)."""
+    """Pay back what a credit note on a paid invoice owes the customer (queued on its issue);
+    retried with back-off while the gateway is unreachable or misconfigured."""
     from billing.payments.refunds import credit_note_refund
 
     credit_note_refund(credit_note_id=credit_note_id)

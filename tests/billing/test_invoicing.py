@@ -367,3 +367,63 @@ def test_tax_decision_rules() -> None:
     assert tax_decision(
         regime="eu_vat", issuer_country="DE", customer_country="FR", customer_tax_id="FR00000000000"
     ).rate == Decimal(20)  # malformed id: treated as B2C
+
+
+def test_a_credit_note_refund_that_fails_midway_keeps_what_was_refunded_and_resumes(
+    issuer: Issuer, settings: Any, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    from celery.exceptions import Retry
+
+    from billing.payments.gateways import gateway_for
+    from billing.payments.gateways.base import PaymentTemporaryFailure
+    from billing.payments.gateways.fake import FakeGateway
+    from billing.payments.records import Payment
+    from billing.payments.refunds import credit_note_refund
+    from tests.factories import PaymentFactory
+
+    settings.PAYMENT_GATEWAYS = ["billing.payments.gateways.fake.FakeGateway"]
+    fake = gateway_for("fake")
+    assert isinstance(fake, FakeGateway)
+    fake.reset()
+    organization, *_ = _org_with_usage()
+    invoice = period_close(organization=organization, period="2026-10")  # 40.02 USD
+    older, newer = (
+        PaymentFactory(
+            invoice=invoice,
+            gateway="fake",
+            amount=Decimal(amount),
+            status="succeeded",
+            succeeded_at=datetime(2026, 11, day, tzinfo=UTC),
+        )  # fmt: skip
+        for day, amount in ((3, "25.00"), (4, "15.02"))
+    )
+    invoice_payment_record(invoice_id=invoice.pk, amount=Decimal("40.02"))
+
+    real_refund = FakeGateway.refund
+    calls: list[Decimal] = []
+
+    def refund_then_fail(self: FakeGateway, request: Any) -> Any:
+        calls.append(request.amount)
+        if len(calls) == 2:
+            raise PaymentTemporaryFailure("The gateway did not answer.")
+        return real_refund(self, request)
+
+    monkeypatch.setattr(FakeGateway, "refund", refund_then_fail)
+    # The task meets the failure and is retried later (eagerly here, Celery says so with Retry).
+    with pytest.raises(Retry), django_capture_on_commit_callbacks(execute=True):
+        note = credit_note_issue(invoice_id=invoice.pk, amount=Decimal("30.00"), reason="Rate correction")
+    note = invoice.credit_notes.get()
+    # The newest payment was refunded in full and that stays recorded; the older one failed.
+    assert (note.refund_amount, note.amount_refunded) == (Decimal("30.00"), Decimal("15.02"))
+    assert Payment.objects.get(pk=newer.pk).amount_refunded == Decimal("15.02")
+    assert Payment.objects.get(pk=older.pk).amount_refunded == Decimal("0")
+
+    monkeypatch.setattr(FakeGateway, "refund", real_refund)
+    credit_note_refund(credit_note_id=note.pk)  # the task's retry
+    credit_note_refund(credit_note_id=note.pk)  # and once more: nothing left to do
+    note.refresh_from_db()
+    assert note.amount_refunded == Decimal("30.00")
+    assert sorted(r.amount for r in fake.refunds) == [Decimal("14.98"), Decimal("15.02")]
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_refunded, invoice.balance_due) == ("paid", Decimal("30.00"), Decimal("0"))
+    fake.reset()
