@@ -394,7 +394,7 @@ def test_a_credit_note_refund_that_fails_midway_keeps_what_was_refunded_and_resu
             amount=Decimal(amount),
             status="succeeded",
             succeeded_at=datetime(2026, 11, day, tzinfo=UTC),
-        )  # fmt: skip
+        )
         for day, amount in ((3, "25.00"), (4, "15.02"))
     )
     invoice_payment_record(invoice_id=invoice.pk, amount=Decimal("40.02"))
