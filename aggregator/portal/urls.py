@@ -1,7 +1,18 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from aggregator.portal import accounts, credits, invoices, payment_methods, paypal, security, team, usage, views
+from aggregator.portal import (
+    accounts,
+    confirm,
+    credits,
+    invoices,
+    payment_methods,
+    paypal,
+    security,
+    team,
+    usage,
+    views,
+)
 
 app_name = "portal"
 urlpatterns = [
@@ -19,6 +30,17 @@ urlpatterns = [
     path("invoices/<int:pk>/pay/paypal/", paypal.InvoicePayPalStartView.as_view(), name="invoice-paypal-start"),
     path(
         "invoices/<int:pk>/pay/paypal/return/", paypal.InvoicePayPalReturnView.as_view(), name="invoice-paypal-return"
+    ),
+    path("payments/confirm/<str:reference>/", confirm.PaymentConfirmView.as_view(), name="payment-confirm"),
+    path(
+        "payments/confirm/<str:reference>/intent/",
+        confirm.PaymentConfirmIntentView.as_view(),
+        name="payment-confirm-intent",
+    ),
+    path(
+        "payments/confirm/<str:reference>/status/",
+        confirm.PaymentConfirmStatusView.as_view(),
+        name="payment-confirm-status",
     ),
     path("payment-methods/", payment_methods.PaymentMethodListView.as_view(), name="payment-methods"),
     path("payment-methods/setup/", payment_methods.PaymentMethodSetupView.as_view(), name="payment-method-setup"),
