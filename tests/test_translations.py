@@ -63,3 +63,15 @@ def test_every_literal_template_string_is_in_the_catalog() -> None:
         if text not in known
     }
     assert sorted(missing) == []
+
+
+def test_every_decline_message_reads_in_japanese() -> None:
+    from django.utils import translation
+
+    from billing.payments.gateways.base import DECLINE_MESSAGES
+
+    with translation.override("ja"):
+        untranslated = sorted(
+            message for message in set(DECLINE_MESSAGES.values()) if translation.gettext(message) == message
+        )
+    assert untranslated == []

@@ -198,6 +198,12 @@ class _PayActionView(InvoiceObjectView):
         invoice = self.get_invoice(pk)
         if left_to_pay(invoice) <= 0 or invoice.status not in services.PAYABLE_STATUSES:
             return invoice, self.failure(invoice, services.InvoiceNotPayable())
+        from billing.payments.availability import payment_methods_available
+
+        if not payment_methods_available(organization=invoice.organization)["card"]:
+            # The page hides the card form then; a hand-made request must not charge a card whose
+            # payment could never be confirmed (no webhook secret).
+            return invoice, self.failure(invoice, PaymentConfigurationError("Card payment settings are missing."))
         return invoice, None
 
     def audit(self, invoice: Invoice, payment_intent: str) -> None:

@@ -315,6 +315,18 @@ def test_pay_page_offers_only_the_configured_methods(
     assert 'id="paypal-method"' not in html
 
 
+def test_a_hand_made_card_payment_is_refused_while_card_settings_are_missing(
+    owner_portal: Client, organization: Organization, stripe_configured: None, settings: Any
+) -> None:
+    invoice = InvoiceFactory(organization=organization)
+    settings.STRIPE_WEBHOOK_SECRET = ""  # payments could not be confirmed: the page hides cards
+    for action in ("intent", "confirm"):
+        response = owner_portal.post(f"/invoices/{invoice.pk}/pay/{action}/", {"token": "tok_visa"})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "payments_unavailable"
+    assert not Payment.objects.filter(invoice=invoice).exists()
+
+
 def test_a_viewer_sees_the_amount_but_no_pay_form_and_cannot_pay(
     viewer_portal: Client, organization: Organization, stripe_configured: None
 ) -> None:

@@ -142,13 +142,26 @@ DECLINE_MESSAGES: Mapping[str, str] = {
     "pickup_card": _GENERIC_DECLINE,
     "fraudulent": _GENERIC_DECLINE,
     "card_velocity_exceeded": "The card has reached its spending limit for now. Use another card or try again later.",
+    "try_again_later": "Your bank could not approve the payment just now. We will try again; nothing was charged.",
+    "card_not_supported": "This card does not support this kind of payment. Use another card.",
+    "currency_not_supported": "This card cannot pay in the invoice's currency. Use another card.",
+    "transaction_not_allowed": (
+        "Your bank does not allow this payment on this card. Contact your bank or use another card."
+    ),
+    "invalid_expiry_month": "The card's expiry month is not valid. Add the card again.",
+    "invalid_expiry_year": "The card's expiry year is not valid. Add the card again.",
+    "invalid_cvc": "The card's security code (CVC) is not valid. Add the card again with the right code.",
+    "withdrawal_count_limit_exceeded": "The card has reached its limit of payments for now. Use another card.",
+    "approve_with_id": "Your bank could not approve the payment just now. We will try again; nothing was charged.",
+    "issuer_not_available": "Your bank could not be reached. We will try again; nothing was charged.",
 }
 
 # Declines that retrying the same payment method cannot fix: move to another method at once.
 # (payments.md §5.2; a saved card's CVC cannot change either, so incorrect_cvc joins them.)
 HARD_DECLINE_CODES: frozenset[str] = frozenset(
     {"lost_card", "stolen_card", "fraudulent", "pickup_card", "invalid_account", "incorrect_number",
-     "expired_card", "incorrect_cvc"}
+     "expired_card", "incorrect_cvc", "invalid_cvc", "invalid_expiry_month", "invalid_expiry_year",
+     "card_not_supported", "currency_not_supported", "transaction_not_allowed"}
 )  # fmt: skip
 
 

@@ -136,6 +136,9 @@ class StripeGateway:
             "amount": to_minor(request.amount, currency, rounding="ROUND_HALF_UP"),
             "currency": currency.lower(),
             "payment_method": request.payment_method,
+            # Cards only (Google Pay arrives as a card): with automatic payment methods Stripe would
+            # ask a return_url of server-side and off-session confirmations.
+            "payment_method_types": ["card"],
             "confirm": True,
             "metadata": self._metadata(request.metadata, request.idempotency_key, request.description),
         }
@@ -297,6 +300,7 @@ class StripeGateway:
         params: dict[str, Any] = {
             "amount": to_minor(amount, currency, rounding="ROUND_HALF_UP"),
             "currency": currency.lower(),
+            "payment_method_types": ["card"],  # the card Element and Google Pay (a card wallet)
             "metadata": self._metadata(metadata, idempotency_key, description),
         }
         if customer_reference:
