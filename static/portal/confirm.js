@@ -17,7 +17,7 @@
   var messages = messagesNode ? JSON.parse(messagesNode.textContent || '{}') : {};
   var statusEl = document.getElementById('payment-status');
   var errorsEl = document.getElementById('confirm-errors');
-  var actionEl = document.getElementById('confirm-action');
+  var openEl = document.getElementById('confirm-open');
   var button = document.getElementById('confirm-button');
   var nextEl = document.getElementById('confirm-next');
   var csrfInput = document.querySelector('#confirm input[name=csrfmiddlewaretoken]');
@@ -47,14 +47,14 @@
   function fail(error) {
     setState('open', '');
     if (errorsEl) { errorsEl.textContent = errorText(error); }
-    if (actionEl) { actionEl.hidden = false; }
+    if (openEl) { openEl.hidden = false; }
     busy(false);
   }
 
   /* The webhook settled it (or it cannot be confirmed any more): say so, offer what comes next. */
   function settled(state, text) {
     setState(state, text);
-    if (actionEl) { actionEl.hidden = true; }
+    if (openEl) { openEl.hidden = true; }
     if (nextEl) { nextEl.hidden = state === 'succeeded'; }
   }
 
@@ -98,7 +98,7 @@
   function processing() {
     setState('processing', cfg.textProcessing);
     if (errorsEl) { errorsEl.textContent = ''; }
-    if (actionEl) { actionEl.hidden = true; }
+    if (openEl) { openEl.hidden = true; }
     poll();
   }
 
