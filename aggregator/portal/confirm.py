@@ -19,14 +19,16 @@ from decimal import Decimal
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
 
 from aggregator.money import quantize
 from aggregator.portal.access import PortalView
 from aggregator.portal.invoices import browser_messages, json_error
 from aggregator.tenancy.context import actor_for_request
 from aggregator.tenancy.models import Organization
-from aggregator.tenancy.scoping import scoped
+from aggregator.tenancy.scoping import OrganizationScopedMixin, scoped
 from aggregator.tenancy.services import audit_record
 from billing.invoicing.models import Invoice
 from billing.payments import services
@@ -147,7 +149,14 @@ def status_text(confirmation: Confirmation) -> str:
     return confirmation.message
 
 
-class PaymentConfirmObjectView(PortalView):
+class PaymentConfirmObjectView(OrganizationScopedMixin, PortalView):
+    """A page or action about one of the organization's charges, by its PaymentIntent id (another
+    organization's is a 404). A top-up's charge may have no ``Payment`` yet: the selector also
+    looks at the organization's top-up attempts."""
+
+    scoped_model = Payment
+    lookup_field = "gateway_reference"
+
     def get_confirmation(self, reference: str) -> Confirmation:
         return payment_confirmation_get(organization=self.organization, reference=reference)
 
@@ -171,6 +180,7 @@ class PaymentConfirmView(PaymentConfirmObjectView):
         return render(request, "portal/payments/confirm.html", context)
 
 
+@method_decorator(never_cache, name="dispatch")  # the answer holds the client secret: never stored
 class PaymentConfirmIntentView(PaymentConfirmObjectView):
     """POST: the PaymentIntent's client secret, for ``confirmCardPayment`` in the browser. Only
     for billing admins and owners (the role check of ``PortalView``), and only while open."""

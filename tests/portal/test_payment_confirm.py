@@ -233,6 +233,7 @@ def test_the_intent_endpoint_gives_the_client_secret_to_a_billing_admin_only(
     admin = MembershipFactory(organization=organization, role=Role.BILLING_ADMIN, user__email="a@acme.test").user
     response = signed_in(admin).post(url)
     assert response.status_code == 200, response.content
+    assert "no-store" in response["Cache-Control"]
     body = response.json()
     intent = api.v1.payment_intents.retrieve(top_up.gateway_reference)
     assert body == {"state": "open", "payment_intent": intent.id, "status": "requires_action",
