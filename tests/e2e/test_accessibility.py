@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, ViewportSize, expect
 
 from aggregator.tenancy.models import Organization
 from billing.ledger.models import CreditPurchase
@@ -31,7 +31,7 @@ from tests.factories import PaymentMethodFactory, VendorAccountFactory
 pytestmark = pytest.mark.e2e
 
 Shot = Callable[[str], Path]
-PHONE = {"width": 375, "height": 740}
+PHONE: ViewportSize = {"width": 375, "height": 740}
 # How far the document is wider than the window (0: no sideways scrolling of the page).
 OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
 # The outermost elements that stick out past the window's right edge, for the failure message.

@@ -154,7 +154,8 @@ def _invoices(organization: Organization, accounts: list[VendorAccount], months:
             )
         )  # fmt: skip
     Invoice.objects.bulk_create(invoices)
-    lines, payments = [], []
+    lines: list[InvoiceLine] = []
+    payments: list[Payment] = []
     for invoice in invoices:
         for account in accounts:
             for model in MODELS:
