@@ -539,6 +539,7 @@ class CpuWatch:
         self.first = cpu_by_process()
         self.last = dict(self.first)
         self.worker_pids: set[int] = set()
+        self.pids_by_worker: dict[str, set[int]] = {w.name: set() for w in workers}
         self.bench_backends: set[int] = set()
         self.seen: set[int] = set()
         self.sampled = 0.0
@@ -550,7 +551,9 @@ class CpuWatch:
         if not force and time.monotonic() - self.sampled < CPU_SAMPLE_SECONDS:
             return
         self.sampled = time.monotonic()
-        self.worker_pids |= {pid for w in self.workers for pid in process_tree(w.process.pid)}
+        for worker in self.workers:
+            self.pids_by_worker[worker.name] |= set(process_tree(worker.process.pid))
+        self.worker_pids |= {pid for pids in self.pids_by_worker.values() for pid in pids}
         now = cpu_by_process()
         for pid, (name, _seconds) in now.items():
             if pid not in self.seen:
@@ -579,6 +582,17 @@ class CpuWatch:
         shares["other"] = max(0.0, busy - self.busy - sum(shares.values()))
         return shares, (busy - self.busy) / (total - self.total) if total > self.total else 0.0
 
+    def per_worker(self) -> list[float]:
+        """CPU seconds of each worker process (with its pool child), in start order: how evenly the work spread."""
+        return [
+            sum(
+                self.last[pid][1] - self.first.get(pid, ("", 0.0))[1]
+                for pid in self.pids_by_worker[w.name]
+                if pid in self.last
+            )
+            for w in self.workers
+        ]
+
 
 # --- one timed run -------------------------------------------------------------------------------------------------
 
@@ -592,6 +606,7 @@ class RunResult:
     enqueue_seconds: float
     closed_seconds: float  # until the last invoice was finalized (the deliveries queued behind the closes)
     cpu: dict[str, float]
+    per_worker: list[float]  # CPU seconds of each worker process
     system_busy: float
     load_before: float
     load_after: float
@@ -637,6 +652,7 @@ def close_run(label: str, workers: int, data: BenchData, pool: str, run: str, *,
         )
         seconds = time.perf_counter() - start
         shares, busy = cpu.shares()
+        per_worker = cpu.per_worker()
     finally:
         workers_stop(started)
     return RunResult(
@@ -647,6 +663,7 @@ def close_run(label: str, workers: int, data: BenchData, pool: str, run: str, *,
         enqueue_seconds=enqueued,
         closed_seconds=state["closed"] or seconds,
         cpu=shares,
+        per_worker=per_worker,
         system_busy=busy,
         load_before=cpu.load_before,
         load_after=load_average(),
@@ -683,7 +700,8 @@ def line(result: RunResult) -> None:
     )
     print(
         f"{'':<14} CPU per invoice: workers {cpu['workers'] / n * 1e3:.0f} ms, PostgreSQL backends of the bench "
-        f"database {cpu['pg_bench'] / n * 1e3:.0f} ms, Redis {cpu['redis'] / n * 1e3:.1f} ms"
+        f"database {cpu['pg_bench'] / n * 1e3:.0f} ms, Redis {cpu['redis'] / n * 1e3:.1f} ms; CPU-s per worker "
+        "process " + ", ".join(f"{seconds:.1f}" for seconds in result.per_worker)
     )
     print(
         f"{'':<14} load average {result.load_before:.2f} -> {result.load_after:.2f}; machine busy "

@@ -373,6 +373,7 @@ class CpuWatch:
         self.first = cpu_by_process()
         self.last = dict(self.first)
         self.worker_pids: set[int] = set()
+        self.pids_by_worker: dict[str, set[int]] = {w.name: set() for w in workers}
         self.bench_backends: set[int] = set()
         self.seen: set[int] = set()
         self.sampled = 0.0
@@ -383,7 +384,9 @@ class CpuWatch:
         if not force and time.monotonic() - self.sampled < CPU_SAMPLE_SECONDS:
             return
         self.sampled = time.monotonic()
-        self.worker_pids |= {pid for w in self.workers for pid in process_tree(w.process.pid)}
+        for worker in self.workers:
+            self.pids_by_worker[worker.name] |= set(process_tree(worker.process.pid))
+        self.worker_pids |= {pid for pids in self.pids_by_worker.values() for pid in pids}
         now = cpu_by_process()
         for pid, (name, _seconds) in now.items():
             if pid not in self.seen:
@@ -412,6 +415,17 @@ class CpuWatch:
         shares["other"] = max(0.0, busy - self.busy - sum(shares.values()))
         return shares, (busy - self.busy) / (total - self.total) if total > self.total else 0.0
 
+    def per_worker(self) -> list[float]:
+        """CPU seconds of each worker process (with its pool child), in start order: how evenly the work spread."""
+        return [
+            sum(
+                self.last[pid][1] - self.first.get(pid, ("", 0.0))[1]
+                for pid in self.pids_by_worker[w.name]
+                if pid in self.last
+            )
+            for w in self.workers
+        ]
+
 
 # --- one timed run -------------------------------------------------------------------------------------------------
 
@@ -424,6 +438,7 @@ class RunResult:
     seconds: float
     enqueue_seconds: float
     cpu: dict[str, float]
+    per_worker: list[float]  # CPU seconds of each worker process
     system_busy: float
     load_before: float
     load_after: float
@@ -463,6 +478,7 @@ def settle_run(label: str, workers: int, account_ids: Sequence[int], pool: str, 
         settled_wait(len(account_ids), started, cpu)
         seconds = time.perf_counter() - start
         shares, busy = cpu.shares()
+        per_worker = cpu.per_worker()
     finally:
         workers_stop(started)
     return RunResult(
@@ -472,6 +488,7 @@ def settle_run(label: str, workers: int, account_ids: Sequence[int], pool: str, 
         seconds=seconds,
         enqueue_seconds=enqueued,
         cpu=shares,
+        per_worker=per_worker,
         system_busy=busy,
         load_before=load_before,
         load_after=os.getloadavg()[0],
@@ -511,7 +528,8 @@ def line(result: RunResult, account_days: int) -> None:
     cpu = result.cpu
     print(
         f"{'':<40} CPU per account-day: workers {cpu['workers'] / account_days * 1e3:.2f} ms, PostgreSQL backends of "
-        f"the bench database {cpu['pg_bench'] / account_days * 1e3:.2f} ms; {result.cpu_rate:.2f} accounts per CPU-s"
+        f"the bench database {cpu['pg_bench'] / account_days * 1e3:.2f} ms; {result.cpu_rate:.2f} accounts per CPU-s; "
+        "CPU-s per worker process " + ", ".join(f"{seconds:.1f}" for seconds in result.per_worker)
     )
     print(
         f"{'':<40} enqueue {result.enqueue_seconds:.2f} s; load average {result.load_before:.2f} -> "
