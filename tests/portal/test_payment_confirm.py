@@ -329,3 +329,42 @@ def test_a_failed_authentication_leaves_the_top_up_waiting_and_nothing_credited(
     assert top_up.status == "action_required"
     assert not LedgerTransaction.objects.filter(kind="vendor_topup").exists()
     assert portal.get(f"{path}status/").json()["state"] == "open"
+
+
+def test_a_dunning_retry_needing_authentication_is_confirmed_from_its_link_and_pays_the_invoice(
+    portal: Client, organization: Organization, api: stripe.StripeClient, localstripe: LocalStripe, deliver: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    from billing.payments.dunning import services as dunning
+    from billing.payments.dunning.models import DunningCase
+
+    invoice = InvoiceFactory(organization=organization, number="INV-2026-000077", total=Decimal("120.50"),
+                             amount_due=Decimal("120.50"), due_date=date(2026, 11, 19))  # fmt: skip
+    customer = api.v1.customers.create(params={"email": "billing@acme.test"})
+    method = api.v1.payment_methods.create(params={"type": "card", "card": {
+        "number": ALWAYS_AUTHENTICATE, "exp_month": 12, "exp_year": 2030, "cvc": "123"}})  # fmt: skip
+    api.v1.payment_methods.attach(method.id, params={"customer": customer.id})
+    PaymentMethod.objects.create(organization=organization, gateway="stripe", kind="card", is_default=True,
+                                 gateway_reference=method.id, customer_reference=customer.id, brand="visa",
+                                 last4="3184", exp_month=12, exp_year=2030)  # fmt: skip
+    anchor = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    dunning.dunning_case_open(invoice_id=invoice.pk, trigger=DunningCase.Trigger.PAYMENT_FAILED, anchor_at=anchor)
+    due = DunningCase.objects.get().next_step_at  # the first retry
+    assert due is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        dunning.dunning_run_due(now=due)
+    payment = Payment.objects.get(invoice=invoice)
+    assert (payment.status, payment.failure_code) == ("requires_payment", "authentication_required")
+    path = f"/payments/confirm/{payment.gateway_reference}/"
+    (email,) = mail.outbox
+    assert path in email.body
+
+    page = portal.get(path).content.decode()
+    assert f'href="/invoices/{invoice.pk}/">Invoice INV-2026-000077</a>' in page
+    assert "Confirm 120.50 USD" in page
+    secret = portal.post(f"{path}intent/").json()["client_secret"]
+    assert authenticate(localstripe, secret)["status"] == "succeeded"
+    deliver("payment_intent.succeeded", payment.gateway_reference)
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_paid) == (Invoice.Status.PAID, Decimal("120.50"))
+    assert portal.get(f"{path}status/").json() == {"state": "succeeded", "message": "Paid. Thank you!"}
