@@ -349,6 +349,9 @@ def _on_intent_succeeded(gateway: str, intent: Mapping[str, Any], details: Mappi
     return WebhookEvent.Status.PROCESSED, note
 
 
+AUTHENTICATION_REQUIRED = "authentication_required"
+
+
 def _on_intent_failed(gateway: str, intent: Mapping[str, Any], details: Mapping[str, Any] | None) -> Outcome:
     payment = _payment_for(gateway, intent, create=True)
     if payment is None:
@@ -359,6 +362,13 @@ def _on_intent_failed(gateway: str, intent: Mapping[str, Any], details: Mapping[
         return WebhookEvent.Status.IGNORED, "The payment already succeeded: a late failure changes nothing."
     error = intent.get("last_payment_error") or {}
     code = str(error.get("decline_code") or error.get("code") or "card_declined")
+    if code == AUTHENTICATION_REQUIRED and intent.get("status") != "canceled":
+        # Stripe reports an off-session charge that needs 3-D Secure as a failure, but the same
+        # PaymentIntent stays confirmable: the top-up or dunning step that made it is waiting for
+        # the customer at the emailed link. Retrying or dunning now could charge twice.
+        payment.failure_code, payment.failure_message = code, decline_message(code)
+        payment.save()
+        return WebhookEvent.Status.PROCESSED, "Waiting for the customer to confirm the payment (3-D Secure)."
     payment.status, payment.failure_code, payment.failure_message = Payment.Status.FAILED, code, decline_message(code)
     payment.save()
     if payment.top_up_id is not None:
