@@ -331,6 +331,34 @@ def test_a_failed_authentication_leaves_the_top_up_waiting_and_nothing_credited(
     assert portal.get(f"{path}status/").json()["state"] == "open"
 
 
+def test_stripes_authentication_required_failure_event_does_not_retry_the_waiting_top_up(
+    portal: Client, account: VendorAccount, api: stripe.StripeClient, localstripe: LocalStripe,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    """Real Stripe also sends ``payment_intent.payment_failed`` (code ``authentication_required``)
+    for an off-session charge needing 3-D Secure; localstripe does not, so it is built here."""
+    top_up = top_up_needing_authentication(account, api, django_capture_on_commit_callbacks)
+    attempts = top_up.attempts.count()
+    intent = api.v1.payment_intents.retrieve(top_up.gateway_reference).to_dict()
+    intent.update(status="requires_payment_method",
+                  last_payment_error={"code": "authentication_required", "type": "card_error"})  # fmt: skip
+    event = {"id": "evt_FAKE_auth_required", "object": "event", "type": "payment_intent.payment_failed",
+             "created": 1764300000, "data": {"object": intent}}  # fmt: skip
+    raw = json.dumps(event)
+    header = stripe.WebhookSignature.generate_signature_header(raw, WEBHOOK_SECRET)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = portal.post(
+            "/webhooks/stripe/", data=raw, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
+        )
+    assert response.status_code == 200
+    top_up.refresh_from_db()
+    assert (top_up.status, top_up.attempts.count()) == ("action_required", attempts)  # no retry, no fallback
+    assert len(mail.outbox) == 1  # only the first email with the link
+    assert portal.get(f"/payments/confirm/{top_up.gateway_reference}/").status_code == 200
+    secret = portal.post(f"/payments/confirm/{top_up.gateway_reference}/intent/").json()["client_secret"]
+    assert authenticate(localstripe, secret)["status"] == "succeeded"  # still confirmable
+
+
 def test_a_dunning_retry_needing_authentication_is_confirmed_from_its_link_and_pays_the_invoice(
     portal: Client, organization: Organization, api: stripe.StripeClient, localstripe: LocalStripe, deliver: Any,
     django_capture_on_commit_callbacks: Any,
