@@ -20,7 +20,7 @@ def vendor_account_settle(*, vendor_account_id: int, day: date | None = None) ->
     account = VendorAccount.objects.select_related("organization").get(pk=vendor_account_id)
     if balance_only(account):
         balance_consumption_derive(vendor_account=account)
-    result = settle_vendor_account(vendor_account_id=account.pk, day=day)
+    result = settle_vendor_account(vendor_account_id=account.pk, day=day, account=account)
     vendor_account_reconcile(vendor_account=account)
     for step in AFTER_SETTLEMENT:
         step(account)

@@ -215,13 +215,30 @@ def days_to_settle(*, account: VendorAccount, since: datetime | None) -> list[da
 SETTLEMENT_BATCH_DAYS = 92
 
 
-def settle_vendor_account(*, vendor_account_id: int, day: date | None = None) -> SettlementResult:
+def unchanged_days(*, account: VendorAccount, days: list[date]) -> set[date]:
+    """Those of ``days`` whose cost records add up to what the ledger holds, read in two queries
+    without the account's lock: settling them would post nothing. The ledger is read before the cost
+    records, so a day that another worker settles in between reads as changed (and is then settled
+    under the lock, posting nothing), never the other way round."""
+    posted = _posted_consumption(account, days)
+    targets = _cost_totals(account, days)
+    return {day for day in days if targets[day] == posted[day]}
+
+
+def settle_vendor_account(
+    *, vendor_account_id: int, day: date | None = None, account: VendorAccount | None = None
+) -> SettlementResult:
     """Settle one day, or every day whose cost records changed since the last settlement, in
-    transactions of up to SETTLEMENT_BATCH_DAYS days."""
-    account = VendorAccount.objects.get(pk=vendor_account_id)
+    transactions of up to SETTLEMENT_BATCH_DAYS days; days found unchanged without the lock count as
+    settled. ``account``: the vendor account when the caller has just read it."""
+    account = account if account is not None else VendorAccount.objects.get(pk=vendor_account_id)
     started = timezone.now()
     days = [day] if day else days_to_settle(account=account, since=account.settled_at)
     result = SettlementResult(vendor_account_id=vendor_account_id)
+    if day is None and days:
+        unchanged = unchanged_days(account=account, days=days)
+        result.days += len(unchanged)
+        days = [each for each in days if each not in unchanged]
     fees: dict[str, Decimal] = {}
     for offset in range(0, len(days), SETTLEMENT_BATCH_DAYS):
         errors: dict[date, str] = {}
