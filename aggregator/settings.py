@@ -126,6 +126,11 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Cache ----------------------------------------------------------------------------------------
+# Production: CACHE_URL=redis://host:6379/1, shared by web and workers (the webhook views coalesce
+# their processing trigger there). The zero-setup default is each process's own memory.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
 # --- Authentication ---------------------------------------------------------------------------
 AUTH_USER_MODEL = "tenancy.User"
 AUTH_PASSWORD_VALIDATORS = [

@@ -11,10 +11,19 @@ from billing.payments.gateways.base import PaymentConfigurationError, PaymentTem
 
 @shared_task(name="billing.payments.tasks.webhook_event_process")
 def webhook_event_process_task(webhook_event_id: int) -> None:
-    """Apply one stored gateway event (queued by the webhook view once the event is stored)."""
+    """Apply one stored gateway event (queued when a gateway delivers again an event whose processing failed)."""
     from billing.payments.services import webhook_event_process
 
     webhook_event_process(webhook_event_id=webhook_event_id)
+
+
+@shared_task(name="billing.payments.tasks.webhook_events_drain")
+def webhook_events_drain_task() -> None:
+    """Apply every stored event still ``received``, oldest first (queued at most once a second by
+    the webhook views, ``webhook_events_drain_schedule``)."""
+    from billing.payments.services import webhook_events_drain
+
+    webhook_events_drain()
 
 
 @shared_task(name="billing.payments.tasks.webhook_events_retry")

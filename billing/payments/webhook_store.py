@@ -1,42 +1,85 @@
 """Storing a verified gateway event once by its id, in one statement.
 
 ``INSERT … ON CONFLICT (gateway, event_id) DO NOTHING RETURNING id`` (PostgreSQL, and SQLite from
-3.35) stores a new event and says so in one round trip, committed at once; a redelivery inserts
-nothing and the stored row is read. A read-then-insert (``get_or_create``) needs a transaction, a
-savepoint and three more round trips per delivery, which is most of the webhook's time in a burst
-(``bench/webhooks.py``). Two deliveries of one event racing: the database lets one insert win and
-the other finds its row.
+3.35) stores a new event and says so in one round trip, committed at once (autocommit: no
+transaction, no savepoint); a redelivery inserts nothing and the stored row is read. A
+read-then-insert (``get_or_create``) needs a transaction, a savepoint and three more round trips
+per delivery, which is most of the webhook's time in a burst (``bench/webhooks.py``). Two
+deliveries of one event racing: the database lets one insert win and the other finds its row.
+
+The payload goes in as the JSON text the gateway sent when it has it (``payload_json``), so a
+delivery is parsed once and never serialized again.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
+from django.utils import timezone
 
 from billing.payments.records import WebhookEvent
 
+_COLUMNS = ("gateway", "event_id", "type", "payload", "received_at", "processed_at", "status", "attempts", "error")
 
-def webhook_event_store(
-    *, gateway: str, event_id: str, event_type: str, payload: Mapping[str, Any]
-) -> tuple[WebhookEvent, bool]:
-    """The stored event with this (gateway, event id), and whether this call stored it."""
-    record = WebhookEvent(gateway=gateway, event_id=event_id, type=event_type, payload=dict(payload))
-    fields = [field for field in WebhookEvent._meta.concrete_fields if not field.primary_key]
-    values = [field.get_db_prep_save(field.pre_save(record, add=True), connection) for field in fields]
+
+def _insert_statement() -> str:
     quote = connection.ops.quote_name
+    table = WebhookEvent._meta.db_table
+    by_name = {field.name: field.column for field in WebhookEvent._meta.concrete_fields}
+    columns = [by_name[name] for name in _COLUMNS]
     # Identifiers come from the model's metadata; every value is a parameter.
-    statement = (
-        f"INSERT INTO {quote(WebhookEvent._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+    return (
+        f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(columns))}) "
         f"ON CONFLICT ({quote('gateway')}, {quote('event_id')}) DO NOTHING RETURNING {quote('id')}"
     )
+
+
+def _execute_checked(statement: str, values: list[Any]) -> tuple[Any, ...] | None:
+    """Run the INSERT as the connection's health check: on a reused connection,
+    ``CONN_HEALTH_CHECKS`` costs a ``SELECT 1`` round trip before a request's first query; here
+    the INSERT itself finds a dead connection (the database restarted), which is then replaced
+    and the INSERT sent once more. Nothing can have been stored on a dead connection, except
+    when it died between the commit and its answer: the second INSERT then finds the row and
+    the event counts as a redelivery (it is processed by the next drain or the retry sweep)."""
+    db: Any = connection  # Django's health-check state is not in django-stubs
+    checked_here = (
+        db.connection is not None and db.health_check_enabled and not db.health_check_done and not db.in_atomic_block
+    )
+    if checked_here:
+        db.health_check_done = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement, values)
+            return cursor.fetchone()
+    except (OperationalError, InterfaceError):
+        if not checked_here or connection.is_usable():
+            raise
+        connection.close()
     with connection.cursor() as cursor:
         cursor.execute(statement, values)
-        row = cursor.fetchone()
+        return cursor.fetchone()
+
+
+def webhook_event_store(
+    *, gateway: str, event_id: str, event_type: str, payload: Mapping[str, Any], payload_json: str = ""
+) -> tuple[WebhookEvent, bool]:
+    """The stored event with this (gateway, event id), and whether this call stored it.
+    ``payload_json``: ``payload`` as JSON text (the delivery's body), when the caller has it."""
+    received_at = timezone.now()
+    status, attempts, error = WebhookEvent.Status.RECEIVED.value, 0, ""
+    text = payload_json or json.dumps(payload, separators=(",", ":"))
+    stamp = connection.ops.adapt_datetimefield_value(received_at)
+    values = [gateway, event_id, event_type, text, stamp, None, status, attempts, error]
+    row = _execute_checked(_insert_statement(), values)
     if row is None:
         return WebhookEvent.objects.get(gateway=gateway, event_id=event_id), False
-    record.pk = row[0]
+    record = WebhookEvent(
+        id=row[0], gateway=gateway, event_id=event_id, type=event_type, payload=dict(payload),
+        received_at=received_at, processed_at=None, status=status, attempts=attempts, error=error,
+    )  # fmt: skip
     record._state.adding = False
     return record, True

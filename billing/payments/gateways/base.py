@@ -98,6 +98,8 @@ class WebhookEvent:
     amount: Decimal | None
     currency: str
     payload: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # ``payload`` as the JSON text the gateway sent, when it is the whole body: stored as is.
+    payload_json: str = field(default="", hash=False, repr=False)
 
 
 @runtime_checkable

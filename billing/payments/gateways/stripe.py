@@ -269,7 +269,8 @@ class StripeGateway:
             # The check alone: construct_event would also build a StripeObject we never use, the
             # larger part of a delivery's CPU time (bench/webhooks.py).
             stripe.WebhookSignature.verify_header(body, signature, secret, tolerance=WEBHOOK_TOLERANCE)
-            event = json.loads(body)
+            text = body.decode()  # JSON is UTF-8 (RFC 8259); stored as sent, not serialized again
+            event = json.loads(text)
             obj = event["data"]["object"]
             event_id, event_type = str(event["id"]), str(event["type"])
         except stripe.SignatureVerificationError as exc:
@@ -285,7 +286,13 @@ class StripeGateway:
                 amount, currency = None, ""
         reference = str(obj.get("id", "")) if isinstance(obj, dict) else ""
         return WebhookEvent(
-            id=event_id, type=event_type, gateway_reference=reference, amount=amount, currency=currency, payload=event
+            id=event_id,
+            type=event_type,
+            gateway_reference=reference,
+            amount=amount,
+            currency=currency,
+            payload=event,
+            payload_json=text,
         )
 
     # --- PaymentIntents confirmed by the browser (invoices) -------------------------------------
