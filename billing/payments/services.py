@@ -25,9 +25,10 @@ idempotent and order-insensitive: a payment never moves back (a late ``payment_f
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -64,8 +65,10 @@ PAYABLE_STATUSES = (Invoice.Status.OPEN, Invoice.Status.PARTIALLY_PAID, Invoice.
 # A stored event still unprocessed after this (its task failed or was lost) is processed again.
 WEBHOOK_RETRY_AFTER = timedelta(minutes=5)
 WEBHOOK_MAX_ATTEMPTS = 10
-# New events are processed by one drain task at most this many seconds after the first of a burst.
-WEBHOOK_DRAIN_DELAY = 1
+# New events are processed by one drain task at most this many seconds after the first of a burst
+# (``webhook_events_drain_schedule``).
+WEBHOOK_DRAIN_DELAY = 1.0
+WEBHOOK_DRAIN_MARGIN = 0.2
 WEBHOOK_DRAIN_KEY = "payments:webhook-drain"
 
 
@@ -283,25 +286,55 @@ def webhook_event_receive(*, gateway: str, body: bytes, headers: Mapping[str, st
     return record, created
 
 
+class _DrainQueued:
+    """What this process knows: a drain is queued that will see every event committed before
+    ``until`` (``time.time()``), so events until then need no trigger at all."""
+
+    until = 0.0
+
+
+_drain_queued = _DrainQueued()
+
+
 def webhook_events_drain_schedule() -> None:
-    """Queue one ``webhook_events_drain`` task in ``WEBHOOK_DRAIN_DELAY`` unless one is already
-    queued: the stored rows are the queue, so a burst of deliveries costs one cache ``add`` each
-    (a Redis ``SET NX`` with the Redis cache) instead of one Celery message each. Call it after the
-    event is committed. A cache that cannot be reached queues the task anyway."""
+    """Make sure a ``webhook_events_drain`` task will run after this event was committed (call it
+    then): the stored rows are the queue, so a burst costs one Celery message a second, not one
+    per event. The cache (Redis in production, shared by all processes) holds the start time of
+    the queued drain for ``WEBHOOK_DRAIN_DELAY - WEBHOOK_DRAIN_MARGIN`` seconds; the process that
+    adds it queues the drain for that time, the others read it and, like the first, send nothing
+    more until ``WEBHOOK_DRAIN_MARGIN`` before it (the margin allows for clock skew between web
+    and worker hosts). While the key exists its drain is yet to start, so an event committed then
+    is in its list. A cache that cannot be reached queues the task anyway."""
+    now = time.time()
+    if now < _drain_queued.until:
+        return
+    start = now + WEBHOOK_DRAIN_DELAY
+    pending: Any = None
     try:
-        first = cache.add(WEBHOOK_DRAIN_KEY, 1, timeout=WEBHOOK_DRAIN_DELAY)
+        added = cache.add(WEBHOOK_DRAIN_KEY, start, timeout=WEBHOOK_DRAIN_DELAY - WEBHOOK_DRAIN_MARGIN)
+        if not added:
+            pending = cache.get(WEBHOOK_DRAIN_KEY)
     except Exception:
         logger.warning("cache unreachable: webhook drain queued without coalescing", exc_info=True)
-        first = True
-    if first:
-        webhook_events_drain_task.apply_async(countdown=WEBHOOK_DRAIN_DELAY)
+        added = True
+    if added:
+        _drain_queued.until = start - WEBHOOK_DRAIN_MARGIN  # before queueing: an eager drain resets it
+        try:
+            webhook_events_drain_task.apply_async(eta=datetime.fromtimestamp(start, tz=UTC))
+        except Exception:
+            _drain_queued.until = 0.0
+            cache.delete(WEBHOOK_DRAIN_KEY)
+            raise
+    elif isinstance(pending, float):
+        _drain_queued.until = pending - WEBHOOK_DRAIN_MARGIN
 
 
 def webhook_events_drain() -> list[WebhookEvent]:
     """Process every ``received`` event, oldest first, each under its own lock and state check
     (``webhook_event_process``), so drains running side by side share the work and never apply an
-    event twice. The trigger is cleared first: an event committed after that queues the next drain,
-    one committed before it is in this drain's list."""
+    event twice. The trigger is cleared first, so an event committed from then on queues the next
+    drain (needed when tasks run at once, in the calling process: ``CELERY_TASK_ALWAYS_EAGER``)."""
+    _drain_queued.until = 0.0
     try:
         cache.delete(WEBHOOK_DRAIN_KEY)
     except Exception:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -42,8 +43,10 @@ def stripe_settings(settings: Any) -> None:
 def drain_trigger() -> Iterator[None]:
     """No drain trigger left over from another test (nor for the next one)."""
     cache.delete(services.WEBHOOK_DRAIN_KEY)
+    services._drain_queued.until = 0.0
     yield
     cache.delete(services.WEBHOOK_DRAIN_KEY)
+    services._drain_queued.until = 0.0
 
 
 @pytest.fixture
@@ -95,7 +98,8 @@ def test_a_burst_queues_one_drain_which_processes_every_event_once_in_order(
 ) -> None:
     answers = [deliver(event(n)) for n in range(5)] + [deliver(event(1)), deliver(event(3))]
     assert [a.json()["duplicate"] for a in answers] == [False] * 5 + [True, True]
-    assert queued == [{"countdown": services.WEBHOOK_DRAIN_DELAY}]  # one task for the burst
+    assert len(queued) == 1  # one task for the burst, a second from now
+    assert 0.5 < (queued[0]["eta"] - datetime.now(UTC)).total_seconds() <= services.WEBHOOK_DRAIN_DELAY
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"received"}
 
     drained = services.webhook_events_drain()
@@ -140,8 +144,30 @@ def test_an_unreachable_cache_still_queues_the_drain(
 
     monkeypatch.setattr(services.cache, "add", down)
     assert deliver(event(1)).status_code == 200
+    assert len(queued) == 1  # queued anyway
     assert deliver(event(2)).status_code == 200
-    assert len(queued) == 2  # not coalesced, never lost
+    assert len(queued) == 1  # this process knows its drain will see the second event too
+    services._drain_queued.until = 0.0  # another process, or a second later
+    assert deliver(event(3)).status_code == 200
+    assert len(queued) == 2
+
+
+@pytest.mark.django_db
+def test_a_process_that_finds_a_drain_queued_sends_nothing_until_just_before_it_starts(
+    deliver: Deliver, queued: list[dict[str, Any]]
+) -> None:
+    deliver(event(1))  # queues the drain and records its start in the cache
+    start = cache.get(services.WEBHOOK_DRAIN_KEY)
+    assert queued[0]["eta"] == datetime.fromtimestamp(start, tz=UTC)
+    services._drain_queued.until = 0.0  # another web process, which knows nothing yet
+    deliver(event(2))  # finds the key: reads the start, queues nothing
+    assert len(queued) == 1
+    assert services._drain_queued.until == start - services.WEBHOOK_DRAIN_MARGIN
+    cache.delete(services.WEBHOOK_DRAIN_KEY)  # the key is gone: from now on only the memory skips
+    deliver(event(3))
+    assert len(queued) == 1
+    services.webhook_events_drain()
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"ignored"}
 
 
 @pytest.mark.skipif(not POSTGRESQL, reason="row locks and server-side connection kills need PostgreSQL")
