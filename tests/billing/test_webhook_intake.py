@@ -90,6 +90,23 @@ def test_a_new_delivery_is_one_insert_and_nothing_else(deliver: Deliver, queued:
     assert (stored.event_id, stored.type, stored.status, stored.attempts) == (
         "evt_intake_0001", "customer.updated", "received", 0)  # fmt: skip
     assert stored.payload == event(1)  # the body as sent
+    with CaptureQueriesContext(connection) as queries:
+        again = deliver(event(1))
+    assert again.json() == {"received": True, "event": "evt_intake_0001", "duplicate": True}
+    assert [q["sql"].split(" ", 1)[0] for q in queries.captured_queries] == ["INSERT", "SELECT"]
+    assert len(queued) == 1  # a redelivery queues nothing
+
+
+@pytest.mark.django_db
+def test_a_redelivery_of_an_event_that_failed_queues_it_again(
+    deliver: Deliver, queued: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deliver(event(1))
+    WebhookEvent.objects.update(status=WebhookEvent.Status.FAILED, attempts=1, error="RuntimeError: hiccup")
+    again: list[int] = []
+    monkeypatch.setattr(services.webhook_event_process_task, "delay", again.append)
+    assert deliver(event(1)).json()["duplicate"] is True
+    assert again == [WebhookEvent.objects.get().pk]
 
 
 @pytest.mark.django_db
