@@ -6,9 +6,9 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing"
 
     def ready(self) -> None:
-        from billing.payments import checks  # noqa: F401  (registers the deploy checks)
         from billing.alerts.services import alerts_evaluate_vendor_account
         from billing.ledger.flows import AFTER_SETTLEMENT
+        from billing.payments import checks  # noqa: F401  (registers the deploy checks)
 
         def evaluate_alerts(account: object) -> None:
             alerts_evaluate_vendor_account(account=account)  # type: ignore[arg-type]
