@@ -108,25 +108,83 @@ class BillingProfileForm(forms.ModelForm):
         return data
 
 
+CURRENCY_LOCKED = gettext_lazy("The invoice currency cannot change after the first invoice or ledger entry: ask us.")
+
+
+def currency_is_locked(organization: Organization) -> bool:
+    """The invoice currency is the currency of the organization's balances and receivables: it can
+    change only until the first ledger transaction or invoice."""
+    from billing.invoicing.models import Invoice
+    from billing.ledger.models import LedgerTransaction
+
+    return (
+        LedgerTransaction.objects.filter(organization=organization).exists()
+        or Invoice.objects.filter(organization=organization).exists()
+    )
+
+
+class CurrencyForm(forms.Form):
+    currency = forms.CharField(
+        label=gettext_lazy("Invoice currency"),
+        max_length=3,
+        help_text=gettext_lazy("ISO 4217 code, e.g. USD, EUR, JPY. It can change until the first invoice."),
+    )
+
+    def clean_currency(self) -> str:
+        from aggregator.money import CurrencyError, currency_code, minor_units
+
+        try:
+            code = currency_code(self.cleaned_data["currency"])
+            minor_units(code)
+        except (CurrencyError, KeyError, ValueError):
+            raise forms.ValidationError(_("Use a three-letter ISO 4217 currency code, e.g. USD, EUR or JPY.")) from None
+        return code
+
+
 class BillingProfileView(PortalView):
     """Address, tax id, billing email and language of invoices. The invoice currency and billing mode
     change how money is recorded, so the operator sets them."""
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        return self._render(request, BillingProfileForm(instance=self.organization), 200)
+        return self._render(request, BillingProfileForm(instance=self.organization), None, 200)
 
-    def _render(self, request: HttpRequest, form: BillingProfileForm, status: int) -> HttpResponse:
-        return render(request, "portal/team/billing_profile.html", self.base_context(form=form), status=status)
+    def _currency_form(self, data: Any = None) -> CurrencyForm | None:
+        if currency_is_locked(self.organization):
+            return None
+        return CurrencyForm(data, initial={"currency": self.organization.currency})
+
+    def _render(
+        self, request: HttpRequest, form: BillingProfileForm, currency_form: CurrencyForm | None, status: int
+    ) -> HttpResponse:
+        if currency_form is None and request.method == "GET":
+            currency_form = self._currency_form()
+        context = self.base_context(form=form, currency_form=currency_form)
+        return render(request, "portal/team/billing_profile.html", context, status=status)
 
     def post(self, request: HttpRequest) -> HttpResponse:
         organization = Organization.objects.get(pk=self.organization.pk)
-        before = {name: getattr(organization, name) for name in PROFILE_FIELDS}
+        fields = PROFILE_FIELDS
+        before = {name: getattr(organization, name) for name in (*fields, "currency")}
         form = BillingProfileForm(request.POST, instance=organization)
-        if not form.is_valid():
-            return self._render(request, form, 400)
+        currency_form = self._currency_form(request.POST) if "currency" in request.POST else None
+        if "currency" in request.POST and currency_form is None:
+            form.is_valid()
+            form.add_error(None, CURRENCY_LOCKED)
+            return self._render(request, form, None, 400)
+        valid = form.is_valid()
+        if currency_form is not None and not currency_form.is_valid():
+            valid = False
+        if not valid:
+            return self._render(request, form, currency_form, 400)
         with transaction.atomic():
+            if currency_form is not None:
+                if currency_is_locked(organization):  # money moved meanwhile
+                    form.add_error(None, CURRENCY_LOCKED)
+                    return self._render(request, form, None, 400)
+                organization.currency = currency_form.cleaned_data["currency"]
+                fields = (*fields, "currency")
             form.save()
-            changed = [name for name in PROFILE_FIELDS if before[name] != getattr(organization, name)]
+            changed = [name for name in fields if before[name] != getattr(organization, name)]
             if changed:
                 audit_record(
                     action="organization.update",

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from aggregator.tenancy.models import AuditEvent, Invitation, Membership, Organization, Role, User
-from tests.factories import MembershipFactory, UserFactory
+from tests.factories import InvoiceFactory, MembershipFactory, UserFactory
 from tests.portal.conftest import signed_in, text
 
 
@@ -242,10 +242,25 @@ def test_a_japanese_registration_number_is_accepted(as_admin: Client, organizati
     assert (organization.tax_id, organization.locale) == ("T1234567890123", "ja")
 
 
-def test_the_invoice_currency_cannot_be_changed_here(as_owner: Client, organization: Organization) -> None:
-    as_owner.post("/billing-profile/", {**PROFILE, "currency": "EUR"})
+def test_the_invoice_currency_changes_until_the_first_invoice(as_owner: Client, organization: Organization) -> None:
+    assert 'name="currency"' in text(as_owner.get("/billing-profile/"))
+    response = as_owner.post("/billing-profile/", {**PROFILE, "currency": "eu"})
+    assert response.status_code == 400
+    assert "Use a three-letter ISO 4217 currency code, e.g. USD, EUR or JPY." in text(response)
+    as_owner.post("/billing-profile/", {**PROFILE, "currency": "eur"})
     organization.refresh_from_db()
-    assert organization.currency == "USD"
+    assert organization.currency == "EUR"
+    event = AuditEvent.objects.get(action="organization.update")
+    assert (event.before["currency"], event.after["currency"]) == ("USD", "EUR")
+
+    InvoiceFactory(organization=organization, currency="EUR")
+    page = text(as_owner.get("/billing-profile/"))
+    assert 'name="currency"' not in page and "fixed since the first invoice" in page
+    response = as_owner.post("/billing-profile/", {**PROFILE, "currency": "JPY"})
+    assert response.status_code == 400
+    assert "The invoice currency cannot change after the first invoice or ledger entry: ask us." in text(response)
+    organization.refresh_from_db()
+    assert organization.currency == "EUR"
 
 
 def test_a_viewer_sees_the_profile_but_cannot_change_it(as_viewer: Client, organization: Organization) -> None:
