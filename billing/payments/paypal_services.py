@@ -37,7 +37,7 @@ from aggregator.money import CurrencyError, currency_code, quantize
 from billing.invoicing.models import Invoice
 from billing.invoicing.services import InvoiceError, invoice_payment_record, invoice_refunds_refresh
 from billing.payments.dunning.services import dunning_payment_failed, dunning_payment_succeeded
-from billing.payments.gateways import gateway_for
+from billing.payments.gateways import gateway_of_type
 from billing.payments.gateways.base import PaymentConfigurationError, PaymentDeclined, PaymentNeedsAction
 from billing.payments.gateways.paypal import Capture, DuplicateInvoiceId, InstrumentDeclined, PayPalGateway
 from billing.payments.records import Payment, WebhookEvent
@@ -56,13 +56,7 @@ class PayPalOrderUnknown(ValueError):
 
 def paypal_gateway() -> PayPalGateway:
     """The configured PayPal gateway, or ``PaymentConfigurationError``."""
-    gateway = gateway_for(PAYPAL)
-    if not isinstance(gateway, PayPalGateway):
-        raise PaymentConfigurationError(
-            f"The gateway with slug {PAYPAL!r} is {type(gateway).__name__}, not the PayPal gateway: "
-            "fix PAYMENT_GATEWAYS."
-        )
-    return gateway
+    return gateway_of_type(PAYPAL, PayPalGateway)
 
 
 @dataclass(frozen=True)

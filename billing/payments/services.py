@@ -43,7 +43,7 @@ from aggregator.tenancy.services import audit_record
 from billing.invoicing.models import Invoice
 from billing.invoicing.services import InvoiceError, invoice_payment_record, invoice_refunds_refresh
 from billing.payments.dunning.services import dunning_payment_failed, dunning_payment_succeeded
-from billing.payments.gateways import gateway_for
+from billing.payments.gateways import gateway_for, gateway_of_type
 from billing.payments.gateways.base import (
     PaymentConfigurationError,
     PaymentError,
@@ -86,13 +86,7 @@ class PaymentNotRefundable(ValueError):
 
 def stripe_gateway() -> StripeGateway:
     """The configured Stripe gateway, or ``PaymentConfigurationError``."""
-    gateway = gateway_for(STRIPE)
-    if not isinstance(gateway, StripeGateway):
-        raise PaymentConfigurationError(
-            f"The gateway with slug {STRIPE!r} is {type(gateway).__name__}, not the Stripe gateway: fix "
-            "PAYMENT_GATEWAYS."
-        )
-    return gateway
+    return gateway_of_type(STRIPE, StripeGateway)
 
 
 # --- Invoice payment ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ test gateway its script and records) between calls.
 from __future__ import annotations
 
 import threading
+from typing import TypeVar
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -53,3 +54,17 @@ def gateway_for(slug: str) -> Gateway:
         raise PaymentConfigurationError(
             f"No payment gateway {slug!r} is configured (configured: {names}): add its class to PAYMENT_GATEWAYS."
         ) from None
+
+
+GatewayType = TypeVar("GatewayType", bound=Gateway)
+
+
+def gateway_of_type(slug: str, kind: type[GatewayType]) -> GatewayType:
+    """The gateway with this slug, which must be a ``kind`` (e.g. the Stripe gateway for the
+    Stripe-specific flows), or ``PaymentConfigurationError``."""
+    gateway = gateway_for(slug)
+    if not isinstance(gateway, kind):
+        raise PaymentConfigurationError(
+            f"The gateway with slug {slug!r} is {type(gateway).__name__}, not {kind.__name__}: fix PAYMENT_GATEWAYS."
+        )
+    return gateway
