@@ -18,19 +18,22 @@ from django.test import Client
 
 from aggregator.tenancy.models import Organization, User
 from billing.invoicing.models import Invoice
-from billing.payments.gateways import FAKE_GATEWAY
 from billing.payments.gateways.base import decline_message
 from billing.payments.models import PaymentMethod
 from billing.payments.records import Payment
 from tests.billing import localstripe as localstripe_fixtures
-from tests.billing.localstripe import SECRET_KEY, LocalStripe
+from tests.billing.localstripe import (
+    PUBLISHABLE_KEY,
+    SECRET_KEY,
+    LocalStripe,
+    event_deliverer,
+    stripe_settings_for,
+)
 from tests.factories import InvoiceFactory, MembershipFactory, OrganizationFactory, TopUpRuleFactory
 
 localstripe_server = localstripe_fixtures.localstripe_server
 localstripe = localstripe_fixtures.localstripe
 
-PUBLISHABLE_KEY = "pk_test_FAKE_localstripe_0000"
-WEBHOOK_SECRET = "whsec_FAKE_portal_0000"
 VISA = "4242424242424242"
 MASTERCARD = "5555555555554444"
 NEEDS_AUTHENTICATION = "4000002760003184"
@@ -39,13 +42,7 @@ DECLINED_ON_CHARGE = "4000000000000341"
 
 @pytest.fixture(autouse=True)
 def stripe_settings(settings: Any, localstripe: LocalStripe) -> None:
-    settings.PAYMENT_GATEWAYS = [FAKE_GATEWAY, "billing.payments.gateways.stripe.StripeGateway"]
-    settings.STRIPE_SECRET_KEY = SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = PUBLISHABLE_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = localstripe.url
-    settings.STRIPE_JS_URL = f"{localstripe.url}/js.stripe.com/v3/"
-    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    stripe_settings_for(settings, localstripe)
 
 
 @pytest.fixture
@@ -119,19 +116,7 @@ def browser(localstripe: LocalStripe) -> Any:
 @pytest.fixture
 def deliver(client: Client, django_capture_on_commit_callbacks: Any, localstripe: LocalStripe) -> Any:
     """Deliver localstripe's event about ``intent`` to the webhook, signed as Stripe signs it."""
-
-    def send(event_type: str, intent: str) -> None:
-        events = [e for e in localstripe.events(event_type) if e["data"]["object"]["id"] == intent]
-        assert events, f"localstripe made no {event_type} event for {intent}"
-        raw = json.dumps(events[-1])
-        header = stripe.WebhookSignature.generate_signature_header(raw, WEBHOOK_SECRET)
-        with django_capture_on_commit_callbacks(execute=True):
-            response = client.post(
-                "/webhooks/stripe/", data=raw, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
-            )
-        assert response.status_code == 200, response.content
-
-    return send
+    return event_deliverer(client=client, capture=django_capture_on_commit_callbacks, server=localstripe)
 
 
 def api(localstripe: LocalStripe) -> stripe.StripeClient:

@@ -25,14 +25,20 @@ from aggregator.tenancy.models import AuditEvent, Organization, Role, User
 from billing.invoicing.models import Invoice
 from billing.ledger.models import LedgerTransaction
 from billing.ledger.services import credit_purchase_record
-from billing.payments.gateways import FAKE_GATEWAY
 from billing.payments.models import PaymentMethod
 from billing.payments.records import Payment
 from billing.topups.models import TopUp
 from billing.topups.services import top_up_charge, top_up_rules_evaluate
 from providers.models import VendorAccount
 from tests.billing import localstripe as localstripe_fixtures
-from tests.billing.localstripe import SECRET_KEY, LocalStripe
+from tests.billing.localstripe import (
+    PUBLISHABLE_KEY,
+    SECRET_KEY,
+    WEBHOOK_SECRET,
+    LocalStripe,
+    event_deliverer,
+    stripe_settings_for,
+)
 from tests.factories import (
     InvoiceFactory,
     MembershipFactory,
@@ -43,21 +49,13 @@ from tests.factories import (
 localstripe_server = localstripe_fixtures.localstripe_server
 localstripe = localstripe_fixtures.localstripe
 
-PUBLISHABLE_KEY = "pk_test_FAKE_localstripe_0000"
-WEBHOOK_SECRET = "whsec_FAKE_confirm_0000"
 ALWAYS_AUTHENTICATE = "4000002760003184"  # localstripe leaves an off-session charge in requires_action
 TODAY = date(2026, 11, 20)
 
 
 @pytest.fixture(autouse=True)
 def stripe_settings(settings: Any, localstripe: LocalStripe) -> None:
-    settings.PAYMENT_GATEWAYS = [FAKE_GATEWAY, "billing.payments.gateways.stripe.StripeGateway"]
-    settings.STRIPE_SECRET_KEY = SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = PUBLISHABLE_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = localstripe.url
-    settings.STRIPE_JS_URL = f"{localstripe.url}/js.stripe.com/v3/"
-    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    stripe_settings_for(settings, localstripe)
 
 
 def signed_in(user: User) -> Client:
@@ -84,19 +82,7 @@ def account(organization: Organization) -> VendorAccount:
 @pytest.fixture
 def deliver(client: Client, django_capture_on_commit_callbacks: Any, localstripe: LocalStripe) -> Any:
     """Deliver localstripe's event about ``intent`` to the webhook, signed as Stripe signs it."""
-
-    def send(event_type: str, intent: str) -> None:
-        events = [e for e in localstripe.events(event_type) if e["data"]["object"]["id"] == intent]
-        assert events, f"localstripe made no {event_type} event for {intent}"
-        raw = json.dumps(events[-1])
-        header = stripe.WebhookSignature.generate_signature_header(raw, WEBHOOK_SECRET)
-        with django_capture_on_commit_callbacks(execute=True):
-            response = client.post(
-                "/webhooks/stripe/", data=raw, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
-            )
-        assert response.status_code == 200, response.content
-
-    return send
+    return event_deliverer(client=client, capture=django_capture_on_commit_callbacks, server=localstripe)
 
 
 def authenticate(localstripe: LocalStripe, client_secret: str, *, success: bool = True) -> dict[str, Any]:
