@@ -62,6 +62,13 @@ def _execute_checked(statement: str, values: list[Any]) -> tuple[Any, ...] | Non
     if checked_here:
         db.health_check_done = True
     try:
+        if connection.vendor == "postgresql" and not connection.queries_logged:
+            import psycopg
+
+            connection.ensure_connection()
+            with psycopg.Cursor(connection.connection) as raw, connection.wrap_database_errors:
+                raw.execute(statement, values, prepare=True)  # parsed and planned once per connection
+                return raw.fetchone()
         with _cursor() as cursor:
             cursor.execute(statement, values)
             return cursor.fetchone()
