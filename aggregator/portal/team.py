@@ -163,7 +163,7 @@ class BillingProfileView(PortalView):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         organization = Organization.objects.get(pk=self.organization.pk)
-        fields = PROFILE_FIELDS
+        fields: tuple[str, ...] = PROFILE_FIELDS
         before = {name: getattr(organization, name) for name in (*fields, "currency")}
         form = BillingProfileForm(request.POST, instance=organization)
         currency_form = self._currency_form(request.POST) if "currency" in request.POST else None
