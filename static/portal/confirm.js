@@ -35,13 +35,8 @@
     if (button) { button.disabled = on; }
   }
 
-  /* A Stripe.js error, one of ours ({code, message}) or an exception, in the customer's words. */
   function errorText(error) {
-    if (!error) { return messages.generic; }
-    var code = error.decline_code || error.code;
-    if (code && messages[code]) { return messages[code]; }
-    if (error.message && typeof error.message === 'string' && !(error instanceof Error)) { return error.message; }
-    return messages.unexpected || messages.generic;
+    return window.PortalPayments.errorText(error, messages);
   }
 
   function fail(error) {
@@ -59,18 +54,9 @@
   }
 
   function post(url) {
-    return fetch(url, {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: {'X-CSRFToken': csrfInput ? csrfInput.value : '', 'Accept': 'application/json'}
-    }).catch(function () {
-      throw {code: 'network'};
-    }).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        if (response.status === 409 && body.state) { return body; }
-        if (!response.ok) { throw (body && body.error) || {code: 'unexpected'}; }
-        return body;
-      });
+    /* A 409 with a state: the charge was settled meanwhile (the page says how). */
+    return window.PortalPayments.post(url, null, csrfInput ? csrfInput.value : '', function (response, body) {
+      return response.status === 409 && Boolean(body.state);
     });
   }
 

@@ -51,12 +51,7 @@
 
   /* A Stripe.js error, one of ours ({code, message}) or an exception, in the customer's words. */
   function errorText(error) {
-    if (!error) { return messages.generic; }
-    if (error.type === 'validation_error' && error.message) { return error.message; }
-    var code = error.decline_code || error.code;
-    if (code && messages[code]) { return messages[code]; }
-    if (error.message && typeof error.message === 'string' && !(error instanceof Error)) { return error.message; }
-    return messages.unexpected || messages.generic;
+    return window.PortalPayments.errorText(error, messages);
   }
 
   function fail(error) {
@@ -67,23 +62,7 @@
   }
 
   function post(url, data) {
-    return fetch(url, {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: {
-        'X-CSRFToken': csrfInput ? csrfInput.value : '',
-        'Content-Type': 'application/x-www-form-urlencoded',
-        'Accept': 'application/json'
-      },
-      body: new URLSearchParams(data || {}).toString()
-    }).catch(function () {
-      throw {code: 'network'};
-    }).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        if (!response.ok) { throw (body && body.error) || {code: 'unexpected'}; }
-        return body;
-      });
-    });
+    return window.PortalPayments.post(url, data, csrfInput ? csrfInput.value : '');
   }
 
   function paid() {

@@ -16,29 +16,11 @@
   var csrfInput = form.querySelector('input[name=csrfmiddlewaretoken]');
 
   function errorText(error) {
-    if (!error) { return messages.generic; }
-    if (error.type === 'validation_error' && error.message) { return error.message; }
-    var code = error.decline_code || error.code;
-    if (code && messages[code]) { return messages[code]; }
-    if (typeof error.message === 'string' && !(error instanceof Error)) { return error.message; }
-    return messages.unexpected || messages.generic;
+    return window.PortalPayments.errorText(error, messages);
   }
 
   function post(url, data) {
-    return fetch(url, {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: {'X-CSRFToken': csrfInput ? csrfInput.value : '', 'Content-Type': 'application/x-www-form-urlencoded',
-                'Accept': 'application/json'},
-      body: new URLSearchParams(data || {}).toString()
-    }).catch(function () {
-      throw {code: 'network'};
-    }).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        if (!response.ok) { throw (body && body.error) || {code: 'unexpected'}; }
-        return body;
-      });
-    });
+    return window.PortalPayments.post(url, data, csrfInput ? csrfInput.value : '');
   }
 
   if (typeof window.Stripe !== 'function') {
