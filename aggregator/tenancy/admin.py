@@ -28,7 +28,7 @@ from aggregator.tenancy.admin_base import (
     link,
     rows_table,
 )
-from aggregator.tenancy.models import ApiKey, AuditEvent, Issuer, Membership, Organization, User
+from aggregator.tenancy.models import ApiKey, AuditEvent, Invitation, Issuer, Membership, Organization, User
 from aggregator.tenancy.services import api_key_create, api_key_revoke
 from billing.invoicing.delivery import money
 from billing.invoicing.models import Invoice
@@ -205,6 +205,20 @@ def audit_changes_table(before: dict[str, Any] | None, after: dict[str, Any] | N
         _("After"),
         rows,
     )
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyModelAdmin):
+    """Invitations customers' owners sent from the portal. The token is never stored (only its hash,
+    not shown here); revoking is the owner's, in the portal."""
+
+    list_display = ["email", "organization", "role", "invited_by", "created_at", "expires_at", "accepted_at",
+                    "revoked_at"]  # fmt: skip
+    list_filter = ["role", ("organization", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["email", "organization__slug"]
+    list_select_related = ["organization", "invited_by"]
+    fields = ["email", "organization", "role", "invited_by", "created_at", "expires_at", "accepted_at",
+              "accepted_by", "revoked_at"]  # fmt: skip
 
 
 @admin.register(AuditEvent)

@@ -25,6 +25,7 @@ SUPPORT = "support"
 _SUPPORT_PERMISSIONS = (
     "tenancy.view_organization",
     "tenancy.view_membership",
+    "tenancy.view_invitation",
     "tenancy.view_issuer",
     "providers.view_vendoraccount",
     "providers.sync_vendoraccount",
@@ -50,6 +51,7 @@ _FINANCE_PERMISSIONS = (
     "tenancy.view_organization",
     "tenancy.change_organization",
     "tenancy.view_membership",
+    "tenancy.view_invitation",
     "tenancy.view_issuer",
     "tenancy.view_auditevent",
     "providers.view_vendoraccount",

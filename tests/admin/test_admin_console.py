@@ -19,7 +19,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from aggregator.system.models import Heartbeat
-from aggregator.tenancy.models import AuditEvent, Organization, User
+from aggregator.tenancy.invitations import invitation_create
+from aggregator.tenancy.models import AuditEvent, Invitation, Organization, User
 from aggregator.tenancy.staff import FINANCE, STAFF_ROLES, SUPPORT, staff_roles_setup
 from billing.alerts.models import AlertPolicy
 from billing.fx.services import fx_rate_set_manual
@@ -102,6 +103,7 @@ def console_data(organization: Organization, account: VendorAccount, invoice: In
     """At least one row of every model the console shows."""
     MembershipFactory(organization=organization)
     ApiKeyFactory(organization=organization)
+    invitation_create(organization=organization, email="new.member@acme.test", role="viewer", invited_by=superuser)
     run = SyncRunFactory(vendor_account=account, status=SyncRun.Status.SUCCEEDED)
     CostRecordFactory(vendor_account=account)
     now = datetime(2026, 11, 10, tzinfo=UTC)
@@ -208,6 +210,7 @@ def test_every_changelist_change_and_add_page_renders_for_a_superuser(
         AuditEvent,
         DunningCase,
         DunningPolicy,
+        Invitation,
     ):
         assert model in checked
 
