@@ -6,10 +6,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from aggregator.api.exceptions import json_not_found, json_server_error
 from aggregator.system import views as system_views
+from aggregator.tenancy import admin_login
 from billing.payments.webhooks import paypal_webhook, stripe_webhook
 
 admin.site.site_header = "AI Invoice Aggregator: operator console"
 admin.site.site_title = "Operator console"
+admin_login.install(admin.site)
 
 urlpatterns = [
     path("healthz", system_views.healthz, name="healthz"),

@@ -141,3 +141,33 @@ def test_turning_two_factor_off_needs_a_current_code(owner: User) -> None:
 def test_the_security_page_renders_for_every_role(as_viewer: Client) -> None:
     page = text(as_viewer.get("/security/"))
     assert 'id="two-factor-start"' in page
+
+
+def test_a_staff_member_with_two_factor_gives_the_code_to_open_the_console(owner: User) -> None:
+    User.objects.filter(pk=owner.pk).update(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(owner)
+    device = _enable_two_factor(client, owner)
+    # A session signed in without the code (e.g. one that began before two-factor was on) is not enough.
+    other = Client()
+    other.force_login(owner)
+    assert other.get("/admin/")["Location"].startswith("/admin/login/")
+
+    fresh = Client()
+    response = fresh.post("/admin/login/?next=/admin/billing/invoice/", {"username": "owner@acme.test",
+                                                                       "password": PASSWORD})  # fmt: skip
+    assert response["Location"] == "/login/verify/"
+    assert fresh.get("/admin/").status_code == 302  # not in yet
+    TOTPDevice.objects.filter(pk=device.pk).update(throttling_failure_count=0, last_t=-1)
+    device.refresh_from_db()
+    response = fresh.post("/login/verify/", {"code": _code(device)})
+    assert response["Location"] == "/admin/billing/invoice/"
+    assert fresh.get("/admin/billing/invoice/").status_code == 200
+
+
+def test_a_staff_member_without_two_factor_signs_in_to_the_console_with_the_password(owner: User) -> None:
+    User.objects.filter(pk=owner.pk).update(is_staff=True, is_superuser=True)
+    fresh = Client()
+    response = fresh.post("/admin/login/?next=/admin/", {"username": "owner@acme.test", "password": PASSWORD})
+    assert response["Location"] == "/admin/"
+    assert fresh.get("/admin/").status_code == 200
