@@ -31,8 +31,6 @@ os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/aggregator_bench")
 
 import django
-import environ
-import psycopg
 from psycopg import sql
 
 django.setup()
@@ -43,6 +41,7 @@ from django.db import DatabaseError, connection, connections, transaction  # noq
 from django.utils import timezone  # noqa: E402
 
 from aggregator.tenancy.models import AuditEvent, Organization  # noqa: E402
+from bench._infra import database_drop, database_prepare  # noqa: E402
 from providers.connectors.base import CostRow  # noqa: E402
 from providers.ingest import COST_VALUE_COLUMNS, cost_rows_upsert  # noqa: E402
 from providers.models import CostRecord  # noqa: E402
@@ -53,6 +52,7 @@ from providers.services import vendor_account_create  # noqa: E402
 settings.DEBUG = False
 
 BENCH_DATABASE = "aggregator_bench"
+PURPOSE = "bench/ingest.py measures the PostgreSQL ingest path (COPY + INSERT … ON CONFLICT)"
 BENCH_ORG_SLUG = "bench-ingest"
 SEED = 20260101
 ANALYZE_EVERY = 1_000
@@ -64,35 +64,6 @@ MODELS = (
 )  # fmt: skip
 KINDS = ("input", "output", "cached input", "batch input")
 PROJECTS = tuple(f"proj_{random.Random(SEED + n).getrandbits(96):024x}" for n in range(50))
-
-
-def database_prepare(url: str) -> tuple[dict[str, Any], bool]:
-    """The Django settings of ``url``; refuses anything but PostgreSQL, creates the database when missing."""
-    config = environ.Env.db_url_config(url)
-    if config["ENGINE"] != "django.db.backends.postgresql":
-        sys.exit(
-            f"bench/ingest.py measures the PostgreSQL ingest path (COPY + INSERT … ON CONFLICT), but DATABASE_URL "
-            f"points at {config['ENGINE'].rsplit('.', 1)[-1]}. Unset DATABASE_URL to use "
-            f"postgres://postgres@127.0.0.1:5432/{BENCH_DATABASE}, or set it to another PostgreSQL database."
-        )
-    try:
-        with psycopg.connect(**_server_params(config), dbname="postgres", autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
-    except psycopg.OperationalError as exc:
-        sys.exit(f"Cannot reach PostgreSQL at {config['HOST']}:{config['PORT']} as {config['USER']!r}: {exc}")
-    return config, not exists
-
-
-def database_drop(config: dict[str, Any]) -> None:
-    with psycopg.connect(**_server_params(config), dbname="postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(config["NAME"])))
-
-
-def _server_params(config: dict[str, Any]) -> dict[str, Any]:
-    params = {"host": config["HOST"], "port": config["PORT"], "user": config["USER"], "password": config["PASSWORD"]}
-    return {key: value for key, value in params.items() if value not in ("", None)}
 
 
 # --- synthetic vendor rows (not timed) ---------------------------------------------------------------------------
@@ -358,7 +329,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rows < 1 or args.sample < 1 or args.chunk < 1:
         parser.error("--rows, --sample and --chunk must be at least 1")
-    config, created = database_prepare(os.environ["DATABASE_URL"])
+    config, created = database_prepare(os.environ["DATABASE_URL"], purpose=PURPOSE, default_name=BENCH_DATABASE)
     sample = min(args.sample, args.rows)
     if sample < args.sample:
         print(f"--sample {args.sample:,} is more than --rows: the baseline uses {sample:,} rows.")

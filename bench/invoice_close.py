@@ -54,7 +54,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # A temporary folder for the media (PDFs) and the worker logs, removed at the end.
@@ -70,10 +69,7 @@ os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.dummy.EmailBackend"
 os.environ["MEDIA_ROOT"] = os.path.join(os.environ["BENCH_CLOSE_DIR"], "media")
 
 import django
-import environ
-import psycopg
 import redis
-from psycopg import sql
 
 django.setup()
 
@@ -85,6 +81,7 @@ from django.utils import timezone  # noqa: E402
 
 from aggregator.celery import app as celery_app  # noqa: E402
 from aggregator.tenancy.models import Issuer, Organization  # noqa: E402
+from bench._infra import CpuWatch, broker_prepare, database_drop, database_prepare, load_average  # noqa: E402
 from billing.alerts.models import Alert  # noqa: E402
 from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSeries  # noqa: E402
 from billing.invoicing.tasks import close_period_task, invoice_deliver_task  # noqa: E402
@@ -101,6 +98,8 @@ settings.DEBUG = False
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(os.environ["BENCH_CLOSE_DIR"])
 BENCH_DATABASE = "aggregator_bench_close"
+DEFAULT_BROKER = "redis://127.0.0.1:6379/14"  # CELERY_BROKER_URL unless set
+PURPOSE = "bench/invoice_close.py measures the monthly close by concurrent workers on PostgreSQL"
 SEED = 20261031
 PERIOD = "2026-10"
 PERIOD_START, PERIOD_END = date(2026, 10, 1), date(2026, 10, 31)
@@ -125,63 +124,9 @@ POLL_SECONDS = 0.2
 STALL_SECONDS = 180.0
 WORKER_READY_SECONDS = 90.0
 WORKER_LOG_TAIL = 3000
-CPU_SAMPLE_SECONDS = 1.0
 
 
 # --- PostgreSQL and Redis -----------------------------------------------------------------------------------------
-
-
-def database_prepare(url: str) -> tuple[dict[str, Any], bool]:
-    """The Django settings of ``url``; refuses anything but PostgreSQL, creates the database when missing."""
-    config = environ.Env.db_url_config(url)
-    if config["ENGINE"] != "django.db.backends.postgresql":
-        sys.exit(
-            f"bench/invoice_close.py measures the monthly close by concurrent workers on PostgreSQL (row locks on "
-            f"invoices and the number series), but DATABASE_URL points at {config['ENGINE'].rsplit('.', 1)[-1]}. "
-            f"Unset DATABASE_URL to use postgres://postgres@127.0.0.1:5432/{BENCH_DATABASE}, or set it to another "
-            "PostgreSQL database."
-        )
-    try:
-        with psycopg.connect(**_server_params(config), dbname="postgres", autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]).fetchone()
-            if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
-    except psycopg.OperationalError as exc:
-        sys.exit(f"Cannot reach PostgreSQL at {config['HOST']}:{config['PORT']} as {config['USER']!r}: {exc}")
-    return config, not exists
-
-
-def database_drop(config: dict[str, Any]) -> None:
-    with psycopg.connect(**_server_params(config), dbname="postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(config["NAME"])))
-
-
-def _server_params(config: dict[str, Any]) -> dict[str, Any]:
-    params = {"host": config["HOST"], "port": config["PORT"], "user": config["USER"], "password": config["PASSWORD"]}
-    return {key: value for key, value in params.items() if value not in ("", None)}
-
-
-def broker_prepare(url: str) -> redis.Redis:
-    """A client of the bench's own Redis database, flushed; refuses any other broker and Redis database 0."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
-        sys.exit(
-            f"bench/invoice_close.py runs real workers through Redis, but CELERY_BROKER_URL is {parts.scheme or url!r}."
-            " Unset CELERY_BROKER_URL to use redis://127.0.0.1:6379/14, or point it at another Redis database."
-        )
-    db = parts.path.strip("/")
-    if not db.isdigit() or int(db) == 0:
-        sys.exit(
-            f"CELERY_BROKER_URL {url!r} names Redis database {db or '0 (the default)'}, which the bench would flush. "
-            "Give it a database of its own, e.g. redis://127.0.0.1:6379/14."
-        )
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        sys.exit(f"Cannot reach Redis at {parts.hostname}:{parts.port or 6379}: {exc}")
-    client.flushdb()
-    return client
 
 
 def sql_run(*statements: str) -> None:
@@ -468,132 +413,6 @@ def progress_wait(
         time.sleep(POLL_SECONDS)
 
 
-# --- CPU accounting (Linux /proc; zeros elsewhere) -------------------------------------------------------------------
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def system_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0.0, 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    total = sum(fields[:8])
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants (a prefork worker's pool child)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return [pid]
-    return [pid, *(p for child in children for p in process_tree(int(child)))]
-
-
-def cpu_by_process() -> dict[int, tuple[str, float]]:
-    """(command name, CPU seconds) of every live process."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                head, tail = (entry / "stat").read_text().rsplit(")", 1)
-                fields = tail.split()
-                found[int(entry.name)] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
-def load_average() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-
-
-def postgres_database(pid: int) -> str:
-    """The database a PostgreSQL backend (or autovacuum worker) serves, from its process title; "" for the
-    server's background processes."""
-    try:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-    # "postgres: 15/main: postgres aggregator_bench_close 127.0.0.1(54060) idle", "… autovacuum worker <db>"
-    words = title.split()
-    if "autovacuum" in words and "worker" in words:
-        return words[-1]
-    return words[3] if len(words) > 4 and words[0] == "postgres:" and ("(" in words[4] or words[4] == "[local]") else ""
-
-
-class CpuWatch:
-    """Where the machine's CPU went during a run: the workers, the PostgreSQL backends of the bench's database,
-    the rest of PostgreSQL (other databases: other people's work; background processes), Redis, this process, and
-    "other": the machine's busy time minus those, i.e. other people's work on the machine and processes that ended.
-    Processes are sampled every CPU_SAMPLE_SECONDS."""
-
-    GROUPS = ("workers", "pg_bench", "pg_rest", "redis", "bench")
-
-    def __init__(self, workers: Sequence[Worker]) -> None:
-        self.workers = workers
-        self.database = str(connection.settings_dict["NAME"])
-        self.first = cpu_by_process()
-        self.last = dict(self.first)
-        self.worker_pids: set[int] = set()
-        self.pids_by_worker: dict[str, set[int]] = {w.name: set() for w in workers}
-        self.bench_backends: set[int] = set()
-        self.seen: set[int] = set()
-        self.sampled = 0.0
-        self.busy, self.total = system_cpu()
-        self.load_before = load_average()
-        self.sample()
-
-    def sample(self, *, force: bool = False) -> None:
-        if not force and time.monotonic() - self.sampled < CPU_SAMPLE_SECONDS:
-            return
-        self.sampled = time.monotonic()
-        for worker in self.workers:
-            self.pids_by_worker[worker.name] |= set(process_tree(worker.process.pid))
-        self.worker_pids |= {pid for pids in self.pids_by_worker.values() for pid in pids}
-        now = cpu_by_process()
-        for pid, (name, _seconds) in now.items():
-            if pid not in self.seen:
-                self.seen.add(pid)
-                if name.startswith("postgres") and postgres_database(pid) == self.database:
-                    self.bench_backends.add(pid)
-        self.last |= now
-
-    def shares(self) -> tuple[dict[str, float], float]:
-        """CPU seconds by group, and the machine's busy fraction."""
-        self.sample(force=True)
-        busy, total = system_cpu()
-        shares = dict.fromkeys(self.GROUPS, 0.0)
-        for pid, (name, seconds) in self.last.items():
-            spent = seconds - self.first.get(pid, (name, 0.0))[1]
-            if pid in self.worker_pids:
-                shares["workers"] += spent
-            elif pid in self.bench_backends:
-                shares["pg_bench"] += spent
-            elif name.startswith("postgres"):
-                shares["pg_rest"] += spent
-            elif name.startswith("redis"):
-                shares["redis"] += spent
-            elif pid == os.getpid():
-                shares["bench"] += spent
-        shares["other"] = max(0.0, busy - self.busy - sum(shares.values()))
-        return shares, (busy - self.busy) / (total - self.total) if total > self.total else 0.0
-
-    def per_worker(self) -> list[float]:
-        """CPU seconds of each worker process (with its pool child), in start order: how evenly the work spread."""
-        return [
-            sum(
-                self.last[pid][1] - self.first.get(pid, ("", 0.0))[1]
-                for pid in self.pids_by_worker[w.name]
-                if pid in self.last
-            )
-            for w in self.workers
-        ]
-
-
 # --- one timed run -------------------------------------------------------------------------------------------------
 
 
@@ -629,7 +448,7 @@ def close_run(label: str, workers: int, data: BenchData, pool: str, run: str, *,
         expected = len(data.organization_ids)
         timed = Invoice.objects.exclude(organization_id__in=data.warm_up_ids)
         state: dict[str, Any] = {"closed": None, "activity": 0}
-        cpu = CpuWatch(started)
+        cpu = CpuWatch(started, database=str(connection.settings_dict["NAME"]))
         start = time.perf_counter()
         for organization_id in data.organization_ids:
             close_period_task.delay(organization_id, PERIOD)
@@ -745,8 +564,8 @@ def main() -> None:
     if args.orgs < 1:
         parser.error("--orgs must be at least 1")
 
-    config, created = database_prepare(os.environ["DATABASE_URL"])
-    broker = broker_prepare(os.environ["CELERY_BROKER_URL"])
+    config, created = database_prepare(os.environ["DATABASE_URL"], purpose=PURPOSE, default_name=BENCH_DATABASE)
+    broker = broker_prepare(os.environ["CELERY_BROKER_URL"], default_url=DEFAULT_BROKER)
     try:
         run(args.orgs, args.pool, broker, cold=args.cold, reuse=args.reuse)
     finally:

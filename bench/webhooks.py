@@ -67,14 +67,14 @@ os.environ["STRIPE_SECRET_KEY"] = "sk_test_FAKE_bench_webhooks_0000"  # noqa: S1
 os.environ["STRIPE_API_BASE"] = "http://127.0.0.1:9"
 
 import django
-import environ
 import httpx
-import psycopg
-import redis
-from psycopg import sql
+
+from bench._infra import CLOCK_TICKS, broker_prepare, database_drop, database_prepare, process_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DATABASE = "aggr_benchwh"
+DEFAULT_BROKER = "redis://127.0.0.1:6379/13"  # CELERY_BROKER_URL unless set
+PURPOSE = "bench/webhooks.py measures the webhook under gunicorn on PostgreSQL"
 QUEUE = "payments"
 ORG_SLUG = "bench-webhooks"
 INVOICE_AMOUNT = Decimal("10.00")
@@ -85,57 +85,6 @@ LOG_TAIL = 3000
 GOAL = 0.5
 # gunicorn's advice for sync workers: two per core, plus one.
 WORKERS = 2 * (os.cpu_count() or 1) + 1
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-# --- PostgreSQL and Redis (before Django connects) -----------------------------------------------------------------
-
-
-def database_recreate(url: str) -> dict[str, Any]:
-    """Drop and create the bench's own database; refuses anything but PostgreSQL."""
-    config = environ.Env.db_url_config(url)
-    if config["ENGINE"] != "django.db.backends.postgresql":
-        sys.exit(
-            f"bench/webhooks.py measures the webhook under gunicorn on PostgreSQL, but DATABASE_URL points at "
-            f"{config['ENGINE'].rsplit('.', 1)[-1]}. Unset DATABASE_URL to use "
-            f"postgres://postgres@127.0.0.1:5432/{BENCH_DATABASE}, or point it at another PostgreSQL database."
-        )
-    try:
-        with psycopg.connect(**_server_params(config), dbname="postgres", autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(config["NAME"])))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
-    except psycopg.OperationalError as exc:
-        sys.exit(f"Cannot reach PostgreSQL at {config['HOST']}:{config['PORT']} as {config['USER']!r}: {exc}")
-    return config
-
-
-def database_drop(config: dict[str, Any]) -> None:
-    with psycopg.connect(**_server_params(config), dbname="postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(config["NAME"])))
-
-
-def _server_params(config: dict[str, Any]) -> dict[str, Any]:
-    params = {"host": config["HOST"], "port": config["PORT"], "user": config["USER"], "password": config["PASSWORD"]}
-    return {key: value for key, value in params.items() if value not in ("", None)}
-
-
-def broker_prepare(url: str) -> redis.Redis:
-    """A client of the bench's own Redis database, flushed; refuses any other broker and Redis database 0."""
-    parts = urlsplit(url)
-    db = parts.path.strip("/")
-    if parts.scheme not in ("redis", "rediss") or not db.isdigit() or int(db) == 0:
-        sys.exit(
-            f"CELERY_BROKER_URL {url!r} is not a Redis database of the bench's own (the bench flushes it). Unset it "
-            "to use redis://127.0.0.1:6379/13, or give another database number, e.g. redis://127.0.0.1:6379/12."
-        )
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        sys.exit(f"Cannot reach Redis at {parts.hostname}:{parts.port or 6379}: {exc}")
-    client.flushdb()
-    return client
-
 
 # --- data and events (not timed) -----------------------------------------------------------------------------------
 
@@ -291,15 +240,6 @@ def worker_start(folder: Path) -> Child:
 
 
 # --- CPU accounting (Linux /proc; zeros elsewhere) -----------------------------------------------------------------
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants (gunicorn's workers)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return [pid]
-    return [pid, *(p for child in children for p in process_tree(int(child)))]
 
 
 def process_cpu(pids: list[int]) -> dict[int, float]:
@@ -487,8 +427,10 @@ def main() -> None:
     if not 0 <= args.duplicates < args.events:
         parser.error("--duplicates must be at least 0 and less than --events")
 
-    config = database_recreate(os.environ["DATABASE_URL"])
-    broker_prepare(os.environ["CELERY_BROKER_URL"])
+    config, _created = database_prepare(
+        os.environ["DATABASE_URL"], purpose=PURPOSE, default_name=BENCH_DATABASE, recreate=True
+    )
+    broker_prepare(os.environ["CELERY_BROKER_URL"], default_url=DEFAULT_BROKER)
     django.setup()
     from django.conf import settings
     from django.core.management import call_command
