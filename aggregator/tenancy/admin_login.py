@@ -40,8 +40,9 @@ def install(site: admin.AdminSite) -> None:
         if not has_permission(request):
             return False
         user: Any = request.user
-        # A user with an authenticator must have given its code in this session (django-otp).
-        return not _has_device(user) or bool(getattr(user, "is_verified", lambda: False)())
+        # A user with an authenticator must have given its code in this session (django-otp); a
+        # verified session needs no look-up.
+        return bool(getattr(user, "is_verified", lambda: False)()) or not _has_device(user)
 
     site.login = login  # type: ignore[method-assign]
     site.has_permission = verified_permission  # type: ignore[method-assign]

@@ -18,7 +18,6 @@ from decimal import Decimal
 from django.db import transaction
 
 from billing.invoicing.models import CreditNote
-from billing.invoicing.services import invoice_refunds_refresh
 from billing.payments.records import Payment
 from billing.payments.services import payment_refund
 
@@ -57,6 +56,7 @@ def credit_note_refund(*, credit_note_id: int) -> CreditNote:
     left: Decimal | None = Decimal(1)
     while left:
         left = _refund_next(credit_note_id)
+    # Each refund already updated the invoice's balance (``payment_refund``).
     note = CreditNote.objects.select_related("invoice").get(pk=credit_note_id)
     if left is None:
         logger.warning(
@@ -65,5 +65,4 @@ def credit_note_refund(*, credit_note_id: int) -> CreditNote:
             note.refund_amount - note.amount_refunded,
             note.invoice.currency,
         )
-    invoice_refunds_refresh(invoice_id=note.invoice_id)
     return note
