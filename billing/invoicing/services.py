@@ -200,7 +200,6 @@ def invoice_line_add(
     return line
 
 
-@transaction.atomic
 def _status_refresh(invoice: Invoice) -> None:
     """Paid once the balance is settled; partially paid while some of it is (void, uncollectible and
     draft invoices keep their status)."""
@@ -214,6 +213,7 @@ def _status_refresh(invoice: Invoice) -> None:
         invoice.status = Invoice.Status.OPEN
 
 
+@transaction.atomic
 def invoice_payment_record(*, invoice_id: int, amount: Decimal) -> Invoice:
     """Add a confirmed payment: partial payments add up; the invoice is paid when they reach the amount due."""
     invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
@@ -300,7 +300,6 @@ def invoice_mark_uncollectible(*, invoice_id: int, actor: User | None = None) ->
     return invoice
 
 
-@transaction.atomic
 def credit_note_issue(
     *, invoice_id: int, amount: Decimal, reason: str, actor: User | None = None, refund: bool = True
 ) -> CreditNote:

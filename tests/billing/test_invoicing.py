@@ -227,6 +227,17 @@ def test_partial_payments_add_up_to_paid(issuer: Issuer) -> None:
     ]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_payment_is_recorded_in_its_own_transaction_when_the_caller_has_none(issuer: Issuer) -> None:
+    # The webhook task and the PayPal return call it in autocommit: its row lock needs its own transaction.
+    organization, *_ = _org_with_usage()
+    invoice = period_close(organization=organization, period="2026-10")
+    paid = invoice_payment_record(invoice_id=invoice.pk, amount=Decimal("40.02"))
+    assert (paid.status, Invoice.objects.get(pk=invoice.pk).amount_paid) == ("paid", Decimal("40.02"))
+    note = credit_note_issue(invoice_id=invoice.pk, amount=Decimal("10.00"), reason="Rate correction", refund=False)
+    assert (note.refund_amount, Invoice.objects.get(pk=invoice.pk).amount_credited) == (Decimal("0"), Decimal("10.00"))
+
+
 def test_credit_notes_have_their_own_series_and_cannot_exceed_the_invoice(issuer: Issuer) -> None:
     organization, *_ = _org_with_usage()
     invoice = period_close(organization=organization, period="2026-10")
