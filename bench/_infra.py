@@ -4,9 +4,11 @@ anything else), and where the machine's CPU goes while they run (Linux /proc).""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -20,7 +22,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 CPU_SAMPLE_SECONDS = 1.0
 
 
-# --- the bench's own database and broker ----------------------------------------------------------------------------
+# --- the bench's own database and broker ---------------------------------------------------------------------
 
 
 def server_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +82,7 @@ def broker_prepare(url: str, *, default_url: str) -> redis.Redis:
     return client
 
 
-# --- CPU --------------------------------------------------------------------------------------------------------------
+# --- CPU -----------------------------------------------------------------------------------------------------------
 
 
 def load_average() -> float:
@@ -212,3 +214,36 @@ class CpuWatch:
             )
             for w in self.workers
         ]
+
+
+# --- workers and reports -----------------------------------------------------------------------------------------
+
+
+class _Stoppable(Protocol):
+    process: subprocess.Popen[bytes]
+
+
+def workers_stop(workers: Sequence[_Stoppable]) -> None:
+    """Warm shutdown (SIGTERM): a task in progress finishes first."""
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def verdict(met: bool) -> str:
+    return "goal met" if met else "goal missed"
+
+
+def step(message: str, action: Callable[[], Any]) -> Any:
+    """Run an untimed preparation step, saying what it is and how long it took."""
+    print(f"  … {message}", end="", flush=True)
+    start = time.perf_counter()
+    result = action()
+    print(f" ({time.perf_counter() - start:.1f} s, not timed)", flush=True)
+    return result

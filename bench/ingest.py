@@ -20,7 +20,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -41,7 +41,7 @@ from django.db import DatabaseError, connection, connections, transaction  # noq
 from django.utils import timezone  # noqa: E402
 
 from aggregator.tenancy.models import AuditEvent, Organization  # noqa: E402
-from bench._infra import database_drop, database_prepare  # noqa: E402
+from bench._infra import database_drop, database_prepare, step, verdict  # noqa: E402
 from providers.connectors.base import CostRow  # noqa: E402
 from providers.ingest import COST_VALUE_COLUMNS, cost_rows_upsert  # noqa: E402
 from providers.models import CostRecord  # noqa: E402
@@ -306,18 +306,6 @@ def line(label: str, rows: int, watch: Stopwatch, extra: str = "") -> None:
         f"{label:<44} {rows:>9,} rows in {watch.wall:7.2f} s = {rate(rows, watch.wall):>7,.0f} rows/s"
         f"{extra}; {watch.describe()}"
     )
-
-
-def verdict(met: bool) -> str:
-    return "goal met" if met else "goal missed"
-
-
-def step(message: str, action: Callable[[], Any]) -> Any:
-    print(f"  … {message}", end="", flush=True)
-    start = time.perf_counter()
-    result = action()
-    print(f" ({time.perf_counter() - start:.1f} s, not timed)", flush=True)
-    return result
 
 
 def main() -> None:

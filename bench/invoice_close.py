@@ -42,7 +42,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -81,7 +80,16 @@ from django.utils import timezone  # noqa: E402
 
 from aggregator.celery import app as celery_app  # noqa: E402
 from aggregator.tenancy.models import Issuer, Organization  # noqa: E402
-from bench._infra import CpuWatch, broker_prepare, database_drop, database_prepare, load_average  # noqa: E402
+from bench._infra import (  # noqa: E402
+    CpuWatch,
+    broker_prepare,
+    database_drop,
+    database_prepare,
+    load_average,
+    step,
+    verdict,
+    workers_stop,
+)
 from billing.alerts.models import Alert  # noqa: E402
 from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSeries  # noqa: E402
 from billing.invoicing.tasks import close_period_task, invoice_deliver_task  # noqa: E402
@@ -374,19 +382,6 @@ def workers_warm_up(workers: Sequence[Worker], warm_up_ids: Sequence[int]) -> No
         celery_app.control.cancel_consumer(worker.warm_queue, destination=[worker.name], reply=True, timeout=10)
 
 
-def workers_stop(workers: Sequence[Worker]) -> None:
-    """Warm shutdown (SIGTERM): a task in progress finishes first."""
-    for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
-
-
 def progress_wait(
     done: Callable[[], int],
     expected: int,
@@ -535,18 +530,6 @@ def line(result: RunResult) -> None:
         f"{'':<14} {o['invoices']:,} invoices, {o['numbers']:,} numbers, {o['pdf_files']:,} PDFs, {o['emailed']:,} "
         f"emailed ({status}); {o['lines']:,} lines, total {o['total'] or 0:,.2f} USD, fees {o['fees'] or 0:,.2f} USD"
     )
-
-
-def verdict(met: bool) -> str:
-    return "goal met" if met else "goal missed"
-
-
-def step(message: str, action: Callable[[], Any]) -> Any:
-    print(f"  … {message}", end="", flush=True)
-    start = time.perf_counter()
-    result = action()
-    print(f" ({time.perf_counter() - start:.1f} s, not timed)", flush=True)
-    return result
 
 
 def main() -> None:

@@ -27,18 +27,16 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aggregator.settings")
@@ -60,7 +58,16 @@ from django.utils import timezone  # noqa: E402
 
 from aggregator.celery import app as celery_app  # noqa: E402
 from aggregator.tenancy.models import Organization  # noqa: E402
-from bench._infra import CpuWatch, broker_prepare, database_drop, database_prepare, load_average  # noqa: E402
+from bench._infra import (  # noqa: E402
+    CpuWatch,
+    broker_prepare,
+    database_drop,
+    database_prepare,
+    load_average,
+    step,
+    verdict,
+    workers_stop,
+)
 from billing.alerts.models import Alert  # noqa: E402
 from billing.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction  # noqa: E402
 from billing.ledger.tasks import settle_vendor_account_task  # noqa: E402
@@ -238,19 +245,6 @@ def workers_start(count: int, pool: str, folder: Path, run: str) -> list[Worker]
     return workers
 
 
-def workers_stop(workers: Sequence[Worker]) -> None:
-    """Warm shutdown (SIGTERM): a task in progress finishes first."""
-    for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
-
-
 # --- one timed run -------------------------------------------------------------------------------------------------
 
 
@@ -362,18 +356,6 @@ def line(result: RunResult, account_days: int) -> None:
         f"{cpu['bench'] / result.seconds:.2f}, processes outside the bench {result.others_cores:.2f} (of which other "
         f"databases and PostgreSQL's background processes {cpu['pg_rest'] / result.seconds:.2f})"
     )
-
-
-def verdict(met: bool) -> str:
-    return "goal met" if met else "goal missed"
-
-
-def step(message: str, action: Callable[[], Any]) -> Any:
-    print(f"  … {message}", end="", flush=True)
-    start = time.perf_counter()
-    result = action()
-    print(f" ({time.perf_counter() - start:.1f} s, not timed)", flush=True)
-    return result
 
 
 def main() -> None:
