@@ -124,6 +124,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Server-side prepared statements for the few statements that ask for them (the webhook
+        # intake's INSERT, parsed and planned once per connection); Django's own queries bind on the
+        # client and are never prepared. Empty: never prepare (a pooler in transaction mode older
+        # than PgBouncer 1.21, or one without max_prepared_statements).
+        _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5")
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = int(_prepare) if _prepare else None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Stripe webhook intake under gunicorn: signed events/s against a bare Django view, then exactly-once processing.
 
-    python bench/webhooks.py [--events N] [--duplicates N] [--concurrency N] [--workers N] [--keep]
+    python bench/webhooks.py [--events N] [--duplicates N] [--concurrency N] [--workers N] [--threads N] [--keep]
 
 Data (not timed): one organization with ``--events``/2 open invoices (USD 10.00 each). The burst is ``--events``
 (2,000) deliveries signed as Stripe signs them (``Stripe-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
@@ -8,7 +8,8 @@ Data (not timed): one organization with ``--events``/2 open invoices (USD 10.00 
 invoice, matched by ``metadata.invoice_id``), ``customer.updated`` events (stored, nothing to do), and, last,
 ``--duplicates`` (200) second deliveries of earlier events, as Stripe redelivers.
 
-Timed: the app runs under gunicorn on loopback (``--workers`` sync workers, DEBUG off) with the bench-only
+Timed: the app runs under gunicorn on loopback with the product's ``gunicorn.conf.py`` (threaded workers;
+``--workers`` and ``--threads`` override its counts), DEBUG off, and the bench-only
 settings and URLconf ``bench/webhooks_settings.py`` / ``bench/webhooks_urls.py``, which add ``POST /bench/bare/``
 (a view that only answers 200) to the product's routes. After a warm-up (every worker opens its connections), an
 asyncio client with ``--concurrency`` requests in flight POSTs the same bodies to the bare view, then the burst to
@@ -83,8 +84,8 @@ WORKER_READY_SECONDS = 90.0
 PROCESS_STALL_SECONDS = 120.0
 LOG_TAIL = 3000
 GOAL = 0.5
-# gunicorn's advice for sync workers: two per core, plus one.
-WORKERS = 2 * (os.cpu_count() or 1) + 1
+# The product's gunicorn settings (worker class, processes, threads): the bench measures what production runs.
+GUNICORN_CONFIG = ROOT / "gunicorn.conf.py"
 
 # --- data and events (not timed) -----------------------------------------------------------------------------------
 
@@ -192,13 +193,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_start(folder: Path, workers: int) -> tuple[Child, str]:
+def gunicorn_defaults() -> dict[str, Any]:
+    """What ``gunicorn.conf.py`` sets (read as gunicorn reads it: a Python file)."""
+    import runpy
+
+    return runpy.run_path(str(GUNICORN_CONFIG))
+
+
+def server_start(folder: Path, workers: int, threads: int) -> tuple[Child, str]:
     port = free_port()
     log = folder / "gunicorn.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 (fixed arguments, this interpreter's gunicorn)
             [sys.executable, "-m", "gunicorn", "aggregator.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(workers), "--worker-class", "sync", "--backlog", "2048", "--log-level", "warning"],
+             "--config", str(GUNICORN_CONFIG), "--workers", str(workers), "--threads", str(threads),
+             "--backlog", "2048", "--log-level", "warning"],
             cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     server = Child("gunicorn", process, log)
@@ -308,63 +317,78 @@ class Burst:
         return count / self.seconds if self.seconds else 0.0
 
 
-async def _post(host: str, port: int, path: str, body: bytes, extra: str) -> tuple[int, bytes]:
-    """One HTTP/1.1 POST on its own connection (gunicorn's sync workers close it after the answer).
-    Hand-written so the client costs a fraction of what the server does: with a full HTTP client
-    the bare view's rate would be the client's."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
+def requests_build(url: str, bodies: list[bytes], *, signed: bool) -> list[bytes]:
+    """Each delivery as the bytes sent: an HTTP/1.1 POST on its own connection (``Connection: close``,
+    for both views alike), signed when ``signed`` (as Stripe signs, a moment before sending: the
+    server allows 5 minutes). Built before the timed part: the signing is Stripe's work, not ours."""
+    parts = urlsplit(url)
+    host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
+    requests = []
+    for body in bodies:
+        extra = f"Stripe-Signature: {sign(body, int(time.time()))}\r\n" if signed else ""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
         )
-        writer.write(head.encode() + body)
+        requests.append(head.encode() + body)
+    return requests
+
+
+async def _post(host: str, port: int, request: bytes) -> bytes:
+    """Send one request and read the whole answer. Hand-written so the client costs a fraction of what
+    the server does: with a full HTTP client the bare view's rate would be the client's."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
         await writer.drain()
-        answer = await reader.read()
+        return await reader.read()
     finally:
         writer.close()
-    status_line, _, rest = answer.partition(b"\r\n")
-    return int(status_line.split(b" ", 2)[1]), rest.partition(b"\r\n\r\n")[2]
 
 
-async def _burst(url: str, bodies: list[bytes], *, signed: bool, concurrency: int) -> Burst:
+async def _burst(url: str, requests: list[bytes], *, concurrency: int) -> tuple[float, list[bytes | None]]:
+    """Seconds for all the requests, ``concurrency`` in flight, and each answer (None: failed)."""
     parts = urlsplit(url)
-    host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
-    statuses: dict[int, int] = {}
-    duplicates = 0
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    answers: list[bytes | None] = [None] * len(requests)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(len(requests)):
+        queue.put_nowait(index)
 
     async def run() -> None:
-        nonlocal duplicates
         while not queue.empty():
-            body = queue.get_nowait()
-            extra = f"Stripe-Signature: {sign(body, int(time.time()))}\r\n" if signed else ""
+            index = queue.get_nowait()
             try:
-                status, answer = await asyncio.wait_for(_post(host, port, path, body, extra), timeout=60)
-            except (OSError, TimeoutError, ValueError, IndexError) as exc:
+                answers[index] = await asyncio.wait_for(_post(host, port, requests[index]), timeout=60)
+            except (OSError, TimeoutError) as exc:
                 print(f"  request failed: {type(exc).__name__}: {exc}")
-                statuses[-1] = statuses.get(-1, 0) + 1
-                continue
-            statuses[status] = statuses.get(status, 0) + 1
-            if signed and status == 200 and json.loads(answer).get("duplicate"):
-                duplicates += 1
 
     start = time.perf_counter()
     await asyncio.gather(*(run() for _ in range(concurrency)))
-    return Burst(time.perf_counter() - start, statuses, duplicates)
+    return time.perf_counter() - start, answers
 
 
 def burst(url: str, bodies: list[bytes], *, signed: bool, concurrency: int, meter: CpuMeter | None = None) -> Burst:
+    requests = requests_build(url, bodies, signed=signed)
     if meter is not None:
         meter.start()
     client_cpu = time.process_time()
-    result = asyncio.run(_burst(url, bodies, signed=signed, concurrency=concurrency))
-    result.client_cpu = time.process_time() - client_cpu
-    if meter is not None:
-        result.cpu = meter.stop()
-    return result
+    seconds, answers = asyncio.run(_burst(url, requests, concurrency=concurrency))
+    client_cpu = time.process_time() - client_cpu
+    cpu = meter.stop() if meter is not None else None
+    # The answers are read after the timed part (the gateway's side of the exchange).
+    statuses: dict[int, int] = {}
+    duplicates = 0
+    for answer in answers:
+        status_line, _, rest = (answer or b"").partition(b"\r\n")
+        try:
+            status = int(status_line.split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            status = -1
+        statuses[status] = statuses.get(status, 0) + 1
+        if signed and status == 200 and json.loads(rest.partition(b"\r\n\r\n")[2]).get("duplicate"):
+            duplicates += 1
+    return Burst(seconds, statuses, duplicates, cpu, client_cpu)
 
 
 # --- processing and the proof --------------------------------------------------------------------------------------
@@ -421,7 +445,19 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="deliveries in the burst (default 2000)")
     parser.add_argument("--duplicates", type=int, default=200, help="of them, second deliveries (default 200)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
-    parser.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn sync workers (default {WORKERS})")
+    web = gunicorn_defaults()
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=web["workers"],
+        help=f"gunicorn worker processes (default {web['workers']}, from gunicorn.conf.py)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=web["threads"],
+        help=f"threads per worker (default {web['threads']}, from gunicorn.conf.py)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
     if not 0 <= args.duplicates < args.events:
@@ -453,7 +489,7 @@ def main() -> None:
         bodies += bodies[: args.duplicates]  # Stripe delivering again, after the originals
         connections.close_all()
 
-        server, url = server_start(folder, args.workers)
+        server, url = server_start(folder, args.workers, args.threads)
         try:
             # Every worker opens its database and broker connections before the timed bursts.
             warm = [json.dumps(e, separators=(",", ":")).encode() for e in warmup]
@@ -471,7 +507,8 @@ def main() -> None:
         print(
             f"Burst: {n} deliveries ({len(events)} events: {len(invoice_ids)} payment_intent.succeeded, "
             f"{len(events) - len(invoice_ids)} customer.updated; {args.duplicates} redelivered), "
-            f"{args.concurrency} in flight, gunicorn {args.workers} sync workers"
+            f"{args.concurrency} in flight, gunicorn {args.workers} {web['worker_class']} workers x "
+            f"{args.threads} threads"
         )
         bare_cpu = min(bare_before.cpu_ms(n), bare_after.cpu_ms(n))
         cpu_ratio = bare_cpu / webhook.cpu_ms(n) if webhook.cpu_ms(n) else 0.0

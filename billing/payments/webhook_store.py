@@ -9,16 +9,26 @@ deliveries of one event racing: the database lets one insert win and the other f
 
 The payload goes in as the JSON text the gateway sent when it has it (``payload_json``), so a
 delivery is parsed once and never serialized again.
+
+Group commit (PostgreSQL): deliveries that the threads of one web process (gunicorn's threaded
+workers, ``gunicorn.conf.py``) handle side by side share INSERTs. The first sends its row at once;
+those arriving while that INSERT is in flight wait, then the first of them sends all their rows in
+one multi-row INSERT, one commit for all (``_GroupCommit``). A delivery is still answered only once
+its row is committed. A batch refused for one row's sake (a payload PostgreSQL will not take as
+JSON, say) is sent again row by row, so only that delivery fails. With one thread per process, on
+SQLite, or inside a transaction, each delivery sends its own INSERT.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
@@ -27,19 +37,26 @@ from billing.payments.records import WebhookEvent
 _COLUMNS = ("gateway", "event_id", "type", "payload", "received_at", "processed_at", "status", "attempts", "error")
 # What a redelivery reads of the stored row (in the model's field order; the rest loads if used).
 _STORED = ("id", "gateway", "event_id", "type", "status", "attempts")
+# How long a delivery waits for the INSERT another thread sends for it before giving up (answered
+# 500, so the gateway delivers again): far above a commit's time, below gunicorn's timeout.
+GROUP_COMMIT_WAIT = 20.0
 
 
 @functools.cache
-def _statements(vendor: str) -> tuple[str, str]:
-    """The INSERT and the SELECT of a redelivery's row, built once per database vendor."""
+def _statements(vendor: str, rows: int = 1) -> tuple[str, str]:
+    """The INSERT of ``rows`` events (returning the id, and for several rows the key, of each row
+    it stored) and the SELECT of a redelivery's row, built once per database vendor and size."""
     quote = connection.ops.quote_name
     table = quote(WebhookEvent._meta.db_table)
     by_name = {field.name: field.column for field in WebhookEvent._meta.concrete_fields}
+    row = f"({', '.join(['%s'] * len(_COLUMNS))})"
+    returning = ("id",) if rows == 1 else ("id", "gateway", "event_id")
     # Identifiers come from the model's metadata; every value is a parameter.
     insert = (
         f"INSERT INTO {table} ({', '.join(quote(by_name[name]) for name in _COLUMNS)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
-        f"ON CONFLICT ({quote('gateway')}, {quote('event_id')}) DO NOTHING RETURNING {quote('id')}"
+        f"VALUES {', '.join([row] * rows)} "
+        f"ON CONFLICT ({quote('gateway')}, {quote('event_id')}) DO NOTHING "
+        f"RETURNING {', '.join(quote(by_name[name]) for name in returning)}"
     )
     select = (
         f"SELECT {', '.join(quote(by_name[name]) for name in _STORED)} FROM {table} "  # noqa: S608
@@ -48,13 +65,128 @@ def _statements(vendor: str) -> tuple[str, str]:
     return insert, select
 
 
-def _execute_checked(statement: str, values: list[Any]) -> tuple[Any, ...] | None:
+class _Delivery:
+    """One delivery's row waiting in a group commit, and what became of it."""
+
+    __slots__ = ("done", "error", "lead", "row", "values")
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+        self.done = threading.Event()
+        self.lead = False  # woken to send the next batch, not with a result
+        self.row: tuple[Any, ...] | None = None  # (id,) when this delivery stored the event
+        self.error: BaseException | None = None
+
+
+class _GroupCommit:
+    """Leader and followers: one thread at a time sends an INSERT; rows arriving meanwhile queue,
+    and when it is done the first queued thread sends them all (its own among them) in one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queued: list[_Delivery] = []
+        self._sending = False
+
+    def store(self, values: list[Any]) -> tuple[Any, ...] | None:
+        delivery = _Delivery(values)
+        with self._lock:
+            self._queued.append(delivery)
+            delivery.lead = not self._sending
+            self._sending = True
+        if not delivery.lead and not delivery.done.wait(GROUP_COMMIT_WAIT):
+            with self._lock:
+                if delivery in self._queued and not delivery.lead:  # nothing was sent for it: leave
+                    self._queued.remove(delivery)
+                    raise OperationalError("The webhook event was not stored in time; deliver it again.")
+            delivery.done.wait()  # in a batch being sent, or just made the next sender
+        if delivery.lead:
+            self._send()
+        return delivery_result(delivery)
+
+    def _send(self) -> None:
+        """Send what is queued (this thread's own delivery among it), then make the first delivery
+        queued meanwhile the next sender."""
+        with self._lock:
+            batch, self._queued = self._queued, []
+        try:
+            _insert_batch(batch)
+        finally:
+            with self._lock:
+                following = self._queued[0] if self._queued else None
+                if following is None:
+                    self._sending = False
+                else:
+                    following.lead = True
+            for delivery in batch:
+                delivery.lead = False
+                delivery.done.set()
+            if following is not None:
+                following.done.set()
+
+
+def delivery_result(delivery: _Delivery) -> tuple[Any, ...] | None:
+    if delivery.error is not None:
+        # Several deliveries may share one failure (the connection dropped): each raises its copy.
+        raise copy.copy(delivery.error)
+    return delivery.row
+
+
+def _insert_batch(batch: list[_Delivery]) -> None:
+    """One INSERT for the whole batch, on this thread's connection; each delivery gets its row
+    (or None: a redelivery) or its error."""
+    try:
+        if len(batch) == 1:
+            insert, _select = _statements(connection.vendor)
+            batch[0].row = _execute_checked(insert, batch[0].values)
+            return
+        insert, _select = _statements(connection.vendor, len(batch))
+        stored = _execute_checked(insert, [value for delivery in batch for value in delivery.values], many=True)
+    except (OperationalError, InterfaceError) as exc:  # the database, not a row: every delivery fails
+        for delivery in batch:
+            delivery.error = exc
+        return
+    except DatabaseError:
+        # A row the database refused takes the others down with it: each on its own.
+        for delivery in batch:
+            _insert_one(delivery)
+        return
+    except BaseException as exc:
+        for delivery in batch:
+            delivery.error = exc
+        raise
+    ids = {(gateway, event_id): pk for pk, gateway, event_id in stored}
+    for delivery in batch:  # two deliveries of one event in a batch: the first stored it
+        pk = ids.pop((delivery.values[0], delivery.values[1]), None)
+        delivery.row = (pk,) if pk is not None else None
+
+
+def _insert_one(delivery: _Delivery) -> None:
+    insert, _select = _statements(connection.vendor)
+    try:
+        delivery.row = _execute_checked(insert, delivery.values)
+    except DatabaseError as exc:
+        delivery.error = exc
+
+
+_group_commit = _GroupCommit()
+
+
+def _insert(values: list[Any]) -> tuple[Any, ...] | None:
+    """The new row's ``(id,)``, or None when the event was stored already."""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return _group_commit.store(values)
+    insert, _select = _statements(connection.vendor)
+    return _execute_checked(insert, values)
+
+
+def _execute_checked(statement: str, values: Sequence[Any], *, many: bool = False) -> Any:
     """Run the INSERT as the connection's health check: on a reused connection,
     ``CONN_HEALTH_CHECKS`` costs a ``SELECT 1`` round trip before a request's first query; here
     the INSERT itself finds a dead connection (the database restarted), which is then replaced
     and the INSERT sent once more. Nothing can have been stored on a dead connection, except
     when it died between the commit and its answer: the second INSERT then finds the row and
-    the event counts as a redelivery (it is processed by the next drain or the retry sweep)."""
+    the event counts as a redelivery (it is processed by the next drain or the retry sweep).
+    Returns the first row the statement returned, or with ``many`` all of them."""
     db: Any = connection  # Django's health-check state is not in django-stubs
     checked_here = (
         db.connection is not None and db.health_check_enabled and not db.health_check_done and not db.in_atomic_block
@@ -68,17 +200,17 @@ def _execute_checked(statement: str, values: list[Any]) -> tuple[Any, ...] | Non
             connection.ensure_connection()
             with psycopg.Cursor(connection.connection) as raw, connection.wrap_database_errors:
                 raw.execute(statement, values, prepare=True)  # parsed and planned once per connection
-                return raw.fetchone()
+                return raw.fetchall() if many else raw.fetchone()
         with _cursor() as cursor:
             cursor.execute(statement, values)
-            return cursor.fetchone()
+            return cursor.fetchall() if many else cursor.fetchone()
     except (OperationalError, InterfaceError):
         if not checked_here or connection.is_usable():
             raise
         connection.close()
     with _cursor() as cursor:
         cursor.execute(statement, values)
-        return cursor.fetchone()
+        return cursor.fetchall() if many else cursor.fetchone()
 
 
 def _cursor() -> CursorWrapper:
@@ -104,9 +236,9 @@ def webhook_event_store(
     text = payload_json or json.dumps(payload, separators=(",", ":"))
     stamp = connection.ops.adapt_datetimefield_value(received_at)
     values = [gateway, event_id, event_type, text, stamp, None, status, attempts, error]
-    insert, select = _statements(connection.vendor)
-    row = _execute_checked(insert, values)
+    row = _insert(values)
     if row is None:
+        _insert_unused, select = _statements(connection.vendor)
         # A redelivery: the stored row, read without the ORM's query building (a tenth of the burst).
         with connection.cursor() as cursor:
             cursor.execute(select, [gateway, event_id])
