@@ -10,7 +10,8 @@ Environment: ``WEB_CONCURRENCY`` worker processes (default: cores + 1), ``GUNICO
 threads each (default 4; every thread holds its own database connection, so the database needs
 ``WEB_CONCURRENCY x GUNICORN_THREADS`` connections for the web, plus the workers'),
 ``GUNICORN_BIND`` (default ``0.0.0.0:8000``), ``GUNICORN_TIMEOUT`` seconds a request may take
-(default 30).
+(default 30). Each worker loads what its first requests would otherwise load before it takes
+them (``post_worker_init``, ``aggregator/warmup.py``).
 """
 
 import os
@@ -23,3 +24,11 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
 # Answers go out whole; behind a proxy keep-alive connections are reused for a few seconds.
 keepalive = 5
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") else None
+
+
+def post_worker_init(worker: object) -> None:
+    """Load the URLconf, the cache backend and Celery's transport now, not in the first requests
+    (``aggregator/warmup.py``)."""
+    from aggregator.warmup import web_worker_warm
+
+    web_worker_warm()

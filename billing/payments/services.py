@@ -25,6 +25,7 @@ idempotent and order-insensitive: a payment never moves back (a late ``payment_f
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -282,9 +283,11 @@ def webhook_event_receive(*, gateway: str, body: bytes, headers: Mapping[str, st
 
 class _DrainQueued:
     """What this process knows: a drain is queued that will see every event committed before
-    ``until`` (``time.time()``), so events until then need no trigger at all."""
+    ``until`` (``time.time()``), so events until then need no trigger at all. ``lock``: one thread
+    of the process asks the cache at a time; the others then find ``until`` renewed."""
 
     until = 0.0
+    lock = threading.RLock()  # re-entrant: an eager drain (tasks run at once) resets ``until`` inside
 
 
 _drain_queued = _DrainQueued()
@@ -299,9 +302,16 @@ def webhook_events_drain_schedule() -> None:
     more until ``WEBHOOK_DRAIN_MARGIN`` before it (the margin allows for clock skew between web
     and worker hosts). While the key exists its drain is yet to start, so an event committed then
     is in its list. A cache that cannot be reached queues the task anyway."""
-    now = time.time()
+    now = time.time()  # after this event's commit
     if now < _drain_queued.until:
         return
+    with _drain_queued.lock:
+        if now < _drain_queued.until:  # renewed by another thread meanwhile
+            return
+        _drain_schedule(now)
+
+
+def _drain_schedule(now: float) -> None:
     start = now + WEBHOOK_DRAIN_DELAY
     pending: Any = None
     try:

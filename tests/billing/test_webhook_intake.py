@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import stripe
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import connection, connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -185,6 +185,35 @@ def test_a_process_that_finds_a_drain_queued_sends_nothing_until_just_before_it_
     assert len(queued) == 1
     services.webhook_events_drain()
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"ignored"}
+
+
+def test_threads_of_a_process_arriving_together_ask_the_cache_once(
+    queued: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deliveries a threaded worker handles side by side: one thread adds the drain's key (and
+    queues it), the others wait for it and then find the drain queued, with no cache call."""
+    calls: list[str] = []
+    backend = type(caches["default"])  # each thread has its own instance of it
+    real_add, real_get = backend.add, backend.get
+
+    def add(self: Any, *args: Any, **kwargs: Any) -> bool:
+        calls.append("add")
+        threading.Event().wait(0.05)  # a round trip long enough for the others to arrive
+        return bool(real_add(self, *args, **kwargs))
+
+    def get(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append("get")
+        return real_get(self, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "add", add)
+    monkeypatch.setattr(backend, "get", get)
+    threads = [threading.Thread(target=services.webhook_events_drain_schedule) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert calls == ["add"]
+    assert len(queued) == 1
 
 
 @pytest.mark.skipif(not POSTGRESQL, reason="row locks and server-side connection kills need PostgreSQL")

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 import stripe
 from django.conf import settings
+from stripe import SignatureVerificationError, WebhookSignature  # resolved once (stripe loads lazily)
 
 from aggregator.money import CurrencyError, currency_code, from_minor, to_minor
 from billing.payments.gateways.base import (
@@ -268,12 +269,12 @@ class StripeGateway:
         try:
             # The check alone: construct_event would also build a StripeObject we never use, the
             # larger part of a delivery's CPU time (bench/webhooks.py).
-            stripe.WebhookSignature.verify_header(body, signature, secret, tolerance=WEBHOOK_TOLERANCE)
+            WebhookSignature.verify_header(body, signature, secret, tolerance=WEBHOOK_TOLERANCE)
             text = body.decode()  # JSON is UTF-8 (RFC 8259); stored as sent, not serialized again
             event = json.loads(text)
             obj = event["data"]["object"]
             event_id, event_type = str(event["id"]), str(event["type"])
-        except stripe.SignatureVerificationError as exc:
+        except SignatureVerificationError as exc:
             raise WebhookInvalid(f"The Stripe-Signature header does not verify: {exc.user_message or exc}.") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise WebhookInvalid(f"The webhook body is not a Stripe event: {exc}.") from None
