@@ -131,9 +131,7 @@ def payment_method_setup_finish(
         raise PaymentMethodSetupInvalid("That card was set up for another organization: add the card again here.")
     method, _created = PaymentMethod.objects.update_or_create(
         gateway=services.STRIPE, gateway_reference=result.gateway_reference,
-        defaults={"organization": organization, "customer_reference": customer, "kind": result.kind,
-                  "brand": result.brand, "last4": result.last4, "exp_month": result.exp_month,
-                  "exp_year": result.exp_year, "wallet": result.wallet},
+        defaults={"organization": organization, "customer_reference": customer, **result.stored_fields()},
     )  # fmt: skip
     audit_record(action="payment_method.save", organization=organization, actor=actor, actor_api_key=actor_api_key,
                  obj=method, after={"gateway": services.STRIPE, "label": method.label})  # fmt: skip

@@ -33,6 +33,12 @@ class PaymentMethod(TenantModel):
     exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
     exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
     wallet = models.CharField(max_length=20, choices=Wallet.choices, blank=True, default=Wallet.NONE)
+    fingerprint = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The gateway's fingerprint of the card (not card data): the same card saved twice, or paid "
+        "with on the pay page, has the same one.",
+    )
     is_default = models.BooleanField(default=False)
     is_fallback = models.BooleanField(
         default=False, help_text="Charged when the default is declined (automatic payments and dunning)."

@@ -60,6 +60,9 @@ class Payment(TenantModel):
     failure_message = models.TextField(blank=True, help_text="Customer-facing explanation of the failure.")
     payment_method_type = models.CharField(max_length=30, blank=True, help_text="card, sepa_debit, …")
     wallet = models.CharField(max_length=30, blank=True, help_text="google_pay, apple_pay, … (empty: no wallet).")
+    card_fingerprint = models.CharField(
+        max_length=64, blank=True, help_text="The gateway's fingerprint of the card charged (not card data)."
+    )
     dispute_reason = models.CharField(max_length=60, blank=True)
     succeeded_at = models.DateTimeField(
         null=True, blank=True, help_text="When the success was applied to the invoice or top-up (once)."

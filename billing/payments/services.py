@@ -655,6 +655,8 @@ def _method_details(event_type: str, obj: Mapping[str, Any]) -> Mapping[str, Any
         if isinstance(old, Mapping) and old.get("payment_method_details"):
             return old["payment_method_details"]
     method = obj.get("payment_method")
+    if not isinstance(method, Mapping):  # a failure: the method that failed, expanded in the error
+        method = (obj.get("last_payment_error") or {}).get("payment_method")
     if isinstance(method, Mapping) and method.get("type"):  # expanded PaymentMethod
         kind = str(method["type"])
         return {"type": kind, kind: method.get(kind) or {}}
@@ -675,3 +677,6 @@ def _apply_details(payment: Payment, obj: Mapping[str, Any], details: Mapping[st
         wallet = ((details.get(kind) or {}).get("wallet") or {}) if kind else {}
         payment.payment_method_type = kind[:30]
         payment.wallet = str(wallet.get("type") or "")[:30] if isinstance(wallet, Mapping) else ""
+        card = details.get("card") if kind == "card" else None
+        if isinstance(card, Mapping) and card.get("fingerprint"):
+            payment.card_fingerprint = str(card["fingerprint"])[:64]

@@ -850,9 +850,7 @@ def payment_method_save(
     )  # fmt: skip
     method, _created = PaymentMethod.objects.update_or_create(
         gateway=gateway, gateway_reference=result.gateway_reference,
-        defaults={"organization": organization, "customer_reference": customer_reference, "kind": result.kind,
-                  "brand": result.brand, "last4": result.last4, "exp_month": result.exp_month,
-                  "exp_year": result.exp_year, "wallet": result.wallet},
+        defaults={"organization": organization, "customer_reference": customer_reference, **result.stored_fields()},
     )  # fmt: skip
     if make_default or not PaymentMethod.objects.filter(organization=organization, is_default=True).exists():
         method = payment_method_set_default(payment_method=method, is_default=True, actor=actor,

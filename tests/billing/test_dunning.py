@@ -279,6 +279,29 @@ def test_after_a_hard_decline_the_fallback_method_is_charged(invoice: Invoice, f
     assert "We will try again on" in mail.outbox[-1].body
 
 
+@pytest.mark.parametrize(
+    ("code", "charged"), [("stolen_card", "pm_ok_fallback"), ("insufficient_funds", "pm_ok_default")]
+)
+def test_a_hard_decline_on_the_pay_page_blocks_the_same_saved_card(
+    invoice: Invoice, fake: FakeGateway, run: Run, code: str, charged: str
+) -> None:
+    """The customer paid on the pay page with the card that is also their saved default, and the
+    bank refused it for good: dunning charges the fallback instead. A soft decline does not."""
+    card(invoice.organization, "pm_ok_default", fingerprint="fp_FAKE_card_a")
+    card(invoice.organization, "pm_ok_fallback", is_default=False, is_fallback=True, fingerprint="fp_FAKE_card_b")
+    Payment.objects.create(
+        organization=invoice.organization, invoice=invoice, gateway="fake", gateway_reference="pi_fake_pay_page",
+        amount=invoice.amount_due,
+        currency="USD", idempotency_key=f"invoice:{invoice.pk}:attempt:1", status=Payment.Status.FAILED,
+        failure_code=code, card_fingerprint="fp_FAKE_card_a",
+    )  # fmt: skip
+    open_after_failure(invoice)
+    run(T0 + DAY)
+    assert [r.payment_method for r in fake.requests] == [charged]
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_paid) == (Invoice.Status.PAID, Decimal("120.50"))
+
+
 def test_a_bank_asking_for_3d_secure_gets_the_customer_a_link_and_no_more_automatic_charges(
     invoice: Invoice, fake: FakeGateway, run: Run
 ) -> None:

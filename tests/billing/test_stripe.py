@@ -33,6 +33,7 @@ from billing.ledger.models import LedgerTransaction
 from billing.ledger.services import credit_purchase_record
 from billing.payments import services
 from billing.payments.api import InvoicePaymentViewSet
+from billing.payments.dunning.models import DunningCase
 from billing.payments.gateways import FAKE_GATEWAY, gateway_for
 from billing.payments.gateways.base import (
     ChargeRequest,
@@ -296,6 +297,25 @@ def test_a_card_declined_by_the_bank_leaves_the_invoice_open_with_a_clear_messag
     invoice.refresh_from_db()
     assert invoice.status == Invoice.Status.PAID
     assert Payment.objects.get(attempt=2).idempotency_key == f"invoice:{invoice.pk}:attempt:2"
+
+
+def test_a_hard_decline_records_the_cards_fingerprint_from_the_failed_payment_method(
+    owner_client: APIClient, invoice: Invoice, api: stripe.StripeClient, localstripe: LocalStripe, deliver: Deliver
+) -> None:
+    intent = pay(owner_client, invoice).json()["payment_intent"]
+    with pytest.raises(stripe.CardError):
+        browser_pays(api, intent, DECLINED_ON_CHARGE)
+    event = copy.deepcopy(event_of(localstripe, "payment_intent.payment_failed", intent))
+    event["data"]["object"]["last_payment_error"] = {  # Stripe's shape: the method expanded; localstripe's has none
+        "type": "card_error", "code": "card_declined", "decline_code": "stolen_card",
+        "payment_method": {"id": "pm_FAKE_stolen", "object": "payment_method", "type": "card",
+                           "card": {"brand": "visa", "last4": "0341", "fingerprint": "fp_FAKE_stolen_card"}},
+    }  # fmt: skip
+    assert deliver(event).status_code == 200
+    payment = Payment.objects.get(gateway_reference=intent)
+    assert (payment.status, payment.failure_code, payment.card_fingerprint, payment.payment_method_type) == (
+        "failed", "stolen_card", "fp_FAKE_stolen_card", "card")  # fmt: skip
+    assert DunningCase.objects.get(invoice=invoice).state == DunningCase.State.ACTIVE
 
 
 def test_a_card_declined_when_attached_is_not_saved_and_a_good_one_is(

@@ -259,6 +259,11 @@ def test_a_card_saved_with_a_setup_intent_becomes_the_default_and_is_detached_on
     assert visa.gateway_reference.startswith("pm_") and visa.customer_reference.startswith("cus_")
     client = api(localstripe)
     assert client.v1.payment_methods.retrieve(visa.gateway_reference).customer == visa.customer_reference
+    # The card's fingerprint, which a hard decline of the same card on the pay page is matched by.
+    assert (
+        visa.fingerprint
+        and visa.fingerprint == client.v1.payment_methods.retrieve(visa.gateway_reference).card.fingerprint
+    )
 
     second = add_card(portal, browser, MASTERCARD)
     mastercard = PaymentMethod.objects.get(pk=second["payment_method"])

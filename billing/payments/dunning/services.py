@@ -18,8 +18,10 @@ A step, under locks on the invoice and then the case (the order the payment serv
 
 A soft decline keeps the schedule (and the customer is told when the next try is); a hard decline
 (``HARD_DECLINE_CODES``: lost, stolen, expired card, …) or a bank asking for 3-D Secure stops
-automatic retries of that payment method: the organization's fallback method (or a new default)
-is charged on the next steps if it has one; reminders continue either way.
+automatic retries of that payment method, and so does a hard decline of the same card (by the
+gateway's fingerprint) when the customer tried to pay the invoice on the pay page: the
+organization's fallback method (or a new default) is charged on the next steps if it has one;
+reminders continue either way.
 Our own misconfiguration makes that step a reminder and is logged for operators.
 
 Ending. A payment that settles the invoice (webhook, synchronous success, a transfer recorded by
@@ -339,11 +341,19 @@ def _chargeable_method(case: DunningCase, invoice: Invoice, now: datetime) -> Pa
         .exclude(payment_method=None)
         .values_list("payment_method_id", flat=True)
     )
+    # The same card hard-declined when the customer paid the invoice themselves (the pay page).
+    declined_cards = set(
+        Payment.objects.filter(invoice=invoice, status=Payment.Status.FAILED, failure_code__in=HARD_DECLINE_CODES)
+        .exclude(card_fingerprint="")
+        .values_list("gateway", "card_fingerprint")
+    )
     candidates = PaymentMethod.objects.filter(
         Q(is_default=True) | Q(is_fallback=True), organization_id=invoice.organization_id
     ).order_by("-is_default")
     for method in candidates:
         if method.pk in blocked or method.kind not in OFF_SESSION_KINDS or method.expired_on(now.date()):
+            continue
+        if method.fingerprint and (method.gateway, method.fingerprint) in declined_cards:
             continue
         try:
             gateway_for(method.gateway)

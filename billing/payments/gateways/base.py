@@ -69,6 +69,12 @@ class SetupResult:
     exp_year: int | None = None
     wallet: str = ""  # "google_pay", "apple_pay" or ""
     action_url: str = ""  # set when status is requires_action
+    fingerprint: str = ""  # the gateway's id of the card itself: the same card saved twice has the same one
+
+    def stored_fields(self) -> dict[str, Any]:
+        """What ``PaymentMethod`` keeps of it (display details and the card's fingerprint)."""
+        return {"kind": self.kind, "brand": self.brand, "last4": self.last4, "exp_month": self.exp_month,
+                "exp_year": self.exp_year, "wallet": self.wallet, "fingerprint": self.fingerprint}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ class StripeGateway:
             return SetupResult(
                 "succeeded", data["id"], kind="card", brand=str(data.get("brand") or "").lower(),
                 last4=str(data.get("last4") or ""), exp_month=data.get("exp_month"), exp_year=data.get("exp_year"),
-                wallet=_token_wallet(data.get("tokenization_method")),
+                wallet=_token_wallet(data.get("tokenization_method")), fingerprint=str(data.get("fingerprint") or ""),
             )  # fmt: skip
         if not request.token.startswith("pm_"):
             raise PaymentDeclined(
@@ -223,6 +223,7 @@ class StripeGateway:
             "exp_month": card.get("exp_month"),
             "exp_year": card.get("exp_year"),
             "wallet": _wallet(card),
+            "fingerprint": str(card.get("fingerprint") or ""),
         }
         if setup.status == "succeeded":
             return SetupResult("succeeded", method.id, **details)
@@ -411,7 +412,7 @@ class StripeGateway:
         result = SetupResult(
             "succeeded", str(plain["id"]), kind=str(plain.get("type") or "card"), brand=str(card.get("brand") or ""),
             last4=str(card.get("last4") or ""), exp_month=_int(card.get("exp_month")),
-            exp_year=_int(card.get("exp_year")), wallet=_wallet(card),
+            exp_year=_int(card.get("exp_year")), wallet=_wallet(card), fingerprint=str(card.get("fingerprint") or ""),
         )  # fmt: skip
         return result, customer, {str(k): str(v) for k, v in (data.get("metadata") or {}).items()}
 
