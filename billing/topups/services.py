@@ -848,6 +848,13 @@ def payment_method_save(
         SetupRequest(token=token, customer_reference=customer_reference,
                      idempotency_key=f"payment_method:{organization.pk}:{token}")
     )  # fmt: skip
+    if result.status != "succeeded":  # nothing is stored that could not be charged
+        raise PaymentNeedsAction(
+            result.action_url,
+            "Your bank wants to confirm this card before it is saved: add it on the Payment methods page, "
+            "where your bank can ask you.",
+            gateway_reference=result.gateway_reference,
+        )  # fmt: skip
     method, _created = PaymentMethod.objects.update_or_create(
         gateway=gateway, gateway_reference=result.gateway_reference,
         defaults={"organization": organization, "customer_reference": customer_reference, **result.stored_fields()},

@@ -39,6 +39,7 @@ from billing.payments.gateways.base import (
     ChargeRequest,
     PaymentConfigurationError,
     PaymentDeclined,
+    PaymentNeedsAction,
     PaymentTemporaryFailure,
     decline_message,
 )
@@ -335,6 +336,18 @@ def test_a_card_declined_when_attached_is_not_saved_and_a_good_one_is(
         "stripe", "Visa •••• 4242", 12, 2030, True)  # fmt: skip
     assert api.v1.payment_methods.retrieve(saved.gateway_reference).customer == customer
     assert services.stripe_customer_reference(organization=organization) == customer  # reused, not a second one
+
+
+def test_a_card_whose_saving_needs_3d_secure_is_not_saved_and_the_customer_is_sent_to_the_portal(
+    organization: Organization, api: stripe.StripeClient, settings: Any
+) -> None:
+    customer = services.stripe_customer_reference(organization=organization)
+    with pytest.raises(PaymentNeedsAction) as needs:
+        payment_method_save(organization=organization, gateway="stripe", token=card(api, NEEDS_AUTHENTICATION),
+                            customer_reference=customer)  # fmt: skip
+    assert needs.value.action_url == f"{settings.SITE_URL}/payment-methods/"
+    assert needs.value.gateway_reference.startswith("pm_")
+    assert not organization_methods(organization)
 
 
 def organization_methods(organization: Organization) -> list[Any]:

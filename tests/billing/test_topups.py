@@ -27,6 +27,7 @@ from billing.payments.gateways.base import (
     ChargeRequest,
     PaymentConfigurationError,
     PaymentDeclined,
+    PaymentNeedsAction,
     WebhookInvalid,
 )
 from billing.payments.gateways.fake import FakeGateway
@@ -759,3 +760,14 @@ def test_the_new_models_are_tenant_models() -> None:
     from aggregator.tenancy.scoping import TenantModel
 
     assert all(issubclass(m, TenantModel) for m in (PaymentMethod, TopUpRule, TopUp, TopUpAttempt))
+
+
+def test_a_card_the_bank_wants_to_confirm_is_not_saved(organization: Organization, fake: FakeGateway) -> None:
+    """Saving from a token cannot ask the customer: nothing is stored, and the error sends them to
+    the payment methods page (its SetupIntent flow lets the bank ask)."""
+    with pytest.raises(PaymentNeedsAction) as needs:
+        services.payment_method_save(organization=organization, gateway="fake", token="tok_needs_action",
+                                     customer_reference="cus_FAKE_needs")  # fmt: skip
+    assert "add it on the Payment methods page" in needs.value.message
+    assert needs.value.gateway_reference == "pm_needs_action"
+    assert not PaymentMethod.objects.filter(organization=organization).exists()

@@ -228,7 +228,9 @@ class StripeGateway:
         if setup.status == "succeeded":
             return SetupResult("succeeded", method.id, **details)
         if setup.status in ("requires_action", "requires_confirmation"):
-            url = _redirect_url(_plain(setup.next_action)) or self._confirm_url(setup.id)
+            # Saving a card the bank wants to confirm happens on the payment methods page, whose
+            # SetupIntent flow lets the bank ask the customer (confirmCardSetup).
+            url = f"{str(setting('SITE_URL')).rstrip('/')}/payment-methods/"
             return SetupResult("requires_action", method.id, action_url=url, **details)
         error = _plain(getattr(setup, "last_setup_error", None)) or {}
         raise self._declined(error.get("decline_code") or error.get("code") or "card_declined")
