@@ -41,7 +41,15 @@ from billing.payments.gateways import gateway_of_type
 from billing.payments.gateways.base import PaymentConfigurationError, PaymentDeclined, PaymentNeedsAction
 from billing.payments.gateways.paypal import Capture, DuplicateInvoiceId, InstrumentDeclined, PayPalGateway
 from billing.payments.records import Payment, WebhookEvent
-from billing.payments.services import PAYABLE_STATUSES, Handler, InvoiceNotPayable, Outcome, PaymentInProgress, _locked
+from billing.payments.services import (
+    PAYABLE_STATUSES,
+    Handler,
+    InvoiceNotPayable,
+    Outcome,
+    PaymentInProgress,
+    _locked,
+    invoice_settled_attempts_close,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +308,8 @@ def _capture_apply(payment: Payment, capture: Capture) -> str:
             payment.succeeded_at = timezone.now()
             if payment.invoice_id is not None:
                 try:
-                    invoice_payment_record(invoice_id=payment.invoice_id, amount=payment.amount)
+                    invoice = invoice_payment_record(invoice_id=payment.invoice_id, amount=payment.amount)
+                    invoice_settled_attempts_close(invoice)
                 except InvoiceError as exc:
                     note = f"Paid, but not applied to the invoice: {exc} Refund it, or apply it by hand."
                     logger.error("payment %s: %s", payment.pk, note)

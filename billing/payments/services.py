@@ -54,7 +54,11 @@ from billing.payments.gateways.base import (
 from billing.payments.gateways.stripe import Intent, StripeGateway, js_url, publishable_key
 from billing.payments.models import PaymentMethod
 from billing.payments.records import Payment, WebhookEvent
-from billing.payments.tasks import webhook_event_process_task, webhook_events_drain_task
+from billing.payments.tasks import (
+    invoice_open_attempts_close_task,
+    webhook_event_process_task,
+    webhook_events_drain_task,
+)
 from billing.payments.webhook_store import webhook_event_store
 from billing.topups.models import TopUp
 from billing.topups.services import top_up_payment_confirm, top_up_payment_fail
@@ -410,7 +414,8 @@ def _on_intent_succeeded(gateway: str, intent: Mapping[str, Any], details: Mappi
         payment.succeeded_at = timezone.now()
         if payment.invoice_id is not None:
             try:
-                invoice_payment_record(invoice_id=payment.invoice_id, amount=payment.amount)
+                invoice = invoice_payment_record(invoice_id=payment.invoice_id, amount=payment.amount)
+                invoice_settled_attempts_close(invoice)
             except InvoiceError as exc:
                 note = f"Paid, but not applied to the invoice: {exc} Refund it, or apply it by hand."
                 logger.error("payment %s: %s", payment.pk, note)
@@ -425,6 +430,13 @@ def _on_intent_succeeded(gateway: str, intent: Mapping[str, Any], details: Mappi
     if payment.invoice_id is not None:
         dunning_payment_succeeded(payment=payment, now=timezone.now())  # closes the invoice's dunning case
     return WebhookEvent.Status.PROCESSED, note
+
+
+def invoice_settled_attempts_close(invoice: Invoice) -> None:
+    """A payment just settled the invoice: once that commits, its other open attempts (a card
+    PaymentIntent in another tab, a PayPal order) are closed so they cannot pay it again."""
+    if invoice.balance_due <= 0:
+        invoice_open_attempts_close_task.delay_on_commit(invoice.pk)
 
 
 AUTHENTICATION_REQUIRED = "authentication_required"

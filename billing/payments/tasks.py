@@ -35,6 +35,21 @@ def webhook_events_retry_task() -> None:
 
 
 @shared_task(
+    name="billing.payments.tasks.invoice_open_attempts_close",
+    autoretry_for=(PaymentTemporaryFailure, PaymentConfigurationError),
+    retry_backoff=60,
+    retry_backoff_max=3600,
+    max_retries=10,
+)
+def invoice_open_attempts_close_task(invoice_id: int) -> None:
+    """Once a payment settled the invoice, close its other open attempts (queued after that
+    payment's commit); retried with back-off while Stripe is unreachable or misconfigured."""
+    from billing.payments.attempts import invoice_open_attempts_close
+
+    invoice_open_attempts_close(invoice_id=invoice_id)
+
+
+@shared_task(
     name="billing.payments.tasks.credit_note_refund",
     autoretry_for=(PaymentTemporaryFailure, PaymentConfigurationError),
     retry_backoff=60,

@@ -536,3 +536,18 @@ def test_the_demo_serves_the_sandbox_where_paypal_api_base_points_and_posts_webh
         assert order.approve_url == f"http://127.0.0.1:{port}/checkoutnow?token={order.id}"
     finally:
         server.stop()
+
+
+def test_a_paypal_payment_that_settles_the_invoice_closes_its_other_open_attempts(
+    portal: Client, invoice: Invoice, buyer: Buyer, django_capture_on_commit_callbacks: Any
+) -> None:
+    other = Payment.objects.create(
+        organization=invoice.organization, invoice=invoice, gateway="fake", gateway_reference="pi_fake_open_tab",
+        amount=invoice.amount_due, currency="USD", idempotency_key=f"invoice:{invoice.pk}:attempt:5",
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        payment, _response = paid_with_paypal(portal, invoice, buyer)
+    assert callbacks  # the closing task, queued after the capture's commit
+    assert payment.status == "succeeded"
+    other.refresh_from_db()
+    assert (other.status, other.failure_code) == ("failed", "canceled")

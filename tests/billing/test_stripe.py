@@ -22,6 +22,7 @@ import stripe
 from django.db import connection
 from django.test import Client
 from django.urls import include, path
+from django.utils import timezone
 from rest_framework.routers import SimpleRouter
 from rest_framework.test import APIClient
 
@@ -680,3 +681,68 @@ def test_the_new_models_are_tenant_scoped_where_they_hold_customer_data() -> Non
 
     assert issubclass(Payment, TenantModel)
     assert not issubclass(WebhookEvent, TenantModel)  # the organization is known only once processed
+
+
+# --- Other open attempts once a payment settled the invoice ----------------------------------------
+
+
+def paid_elsewhere(invoice: Invoice) -> Payment:
+    """A PayPal capture of the whole invoice, as ``paypal_services`` records it."""
+    from billing.invoicing.services import invoice_payment_record
+
+    payment = Payment.objects.create(
+        organization=invoice.organization, invoice=invoice, gateway="paypal", gateway_reference="ORDER-FAKE-1",
+        amount=invoice.amount_due, currency="USD", idempotency_key=f"invoice:{invoice.pk}:attempt:9",
+        status=Payment.Status.SUCCEEDED, succeeded_at=timezone.now(),
+    )  # fmt: skip
+    invoice_payment_record(invoice_id=invoice.pk, amount=invoice.amount_due)
+    return payment
+
+
+def test_once_paid_another_way_the_open_card_payment_intent_is_canceled_and_cannot_pay(
+    owner_client: APIClient, invoice: Invoice, api: stripe.StripeClient, localstripe: LocalStripe
+) -> None:
+    from billing.payments.attempts import invoice_open_attempts_close
+
+    intent = pay(owner_client, invoice).json()["payment_intent"]  # a tab left open with the card form
+    assert invoice_open_attempts_close(invoice_id=invoice.pk) == []  # nothing paid yet: it stays usable
+    paid_elsewhere(invoice)
+    (closed,) = invoice_open_attempts_close(invoice_id=invoice.pk)
+    assert (closed.gateway_reference, closed.status, closed.failure_code) == (intent, "failed", "canceled")
+    assert api.v1.payment_intents.retrieve(intent).status == "canceled"
+    with pytest.raises(stripe.InvalidRequestError):
+        browser_pays(api, intent)  # the old tab can no longer pay
+    assert invoice_open_attempts_close(invoice_id=invoice.pk) == []  # run twice: nothing more to do
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_paid) == (Invoice.Status.PAID, Decimal("120.50"))
+
+
+def test_a_card_payment_already_under_way_is_left_to_its_event(
+    owner_client: APIClient, invoice: Invoice, api: stripe.StripeClient, localstripe: LocalStripe, deliver: Deliver
+) -> None:
+    from billing.payments.attempts import invoice_open_attempts_close
+
+    intent = pay(owner_client, invoice).json()["payment_intent"]
+    assert browser_pays(api, intent).status == "succeeded"  # its event is still on its way
+    paid_elsewhere(invoice)
+    assert invoice_open_attempts_close(invoice_id=invoice.pk) == []
+    assert Payment.objects.get(gateway_reference=intent).status == "processing"
+    deliver(event_of(localstripe, "payment_intent.succeeded", intent))
+    invoice.refresh_from_db()  # paid twice: the balance shows what to refund
+    assert (invoice.amount_paid, invoice.balance_due) == (Decimal("241.00"), Decimal("-120.50"))
+
+
+def test_a_card_payment_that_settles_the_invoice_closes_its_open_paypal_order(
+    owner_client: APIClient, invoice: Invoice, api: stripe.StripeClient, localstripe: LocalStripe, deliver: Deliver
+) -> None:
+    order = Payment.objects.create(
+        organization=invoice.organization, invoice=invoice, gateway="paypal", gateway_reference="ORDER-FAKE-OPEN",
+        amount=invoice.amount_due, currency="USD", idempotency_key=f"invoice:{invoice.pk}:attempt:7",
+    )  # fmt: skip
+    intent = pay(owner_client, invoice).json()["payment_intent"]
+    browser_pays(api, intent)
+    deliver(event_of(localstripe, "payment_intent.succeeded", intent))  # the task runs after its commit
+    order.refresh_from_db()
+    assert (order.status, order.failure_code, order.failure_message) == (
+        "failed", "canceled", "The invoice was paid another way.")  # fmt: skip
+    assert Payment.objects.get(gateway_reference=intent).status == "succeeded"

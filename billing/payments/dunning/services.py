@@ -53,6 +53,7 @@ from aggregator.tenancy.services import audit_record
 from billing.alerts.services import billing_contacts
 from billing.invoicing.models import Invoice
 from billing.invoicing.services import InvoiceError, invoice_mark_uncollectible, invoice_payment_record
+from billing.payments.attempts import payment_attempt_cancel
 from billing.payments.dunning.emails import CustomerNotice, customer_email, operator_email, operator_recipients
 from billing.payments.dunning.models import DunningCase, DunningStep
 from billing.payments.dunning.selectors import dunning_cases_due, dunning_policy_for
@@ -82,7 +83,6 @@ MIN_GAP = timedelta(days=1)
 BUSY_RETRY = timedelta(days=1)
 # Payment methods that can be charged without the customer (PayPal orders need the buyer).
 OFF_SESSION_KINDS = (PaymentMethod.Kind.CARD, PaymentMethod.Kind.SEPA_DEBIT)
-STRIPE = "stripe"
 
 
 @dataclass(frozen=True)
@@ -367,27 +367,15 @@ def _chargeable_method(case: DunningCase, invoice: Invoice, now: datetime) -> Pa
 
 def _open_attempts_cancel(invoice: Invoice) -> bool:
     """Cancel the invoice's open on-session attempts before charging off-session, so an old pay
-    page cannot pay it a second time. False when one of them turned out to be paid or being paid."""
+    page cannot pay it a second time. False when one of them turned out to be paid or being paid,
+    or Stripe could not say."""
     open_attempts = Payment.objects.select_for_update().filter(invoice=invoice, status=Payment.Status.REQUIRES_PAYMENT)
     for payment in open_attempts:
-        if payment.gateway == STRIPE and payment.gateway_reference:
-            from billing.payments.services import stripe_gateway
-
-            gateway = stripe_gateway()
-            try:
-                gateway.payment_intent_cancel(payment.gateway_reference)
-            except PaymentError:
-                try:
-                    status = gateway.payment_intent_retrieve(payment.gateway_reference).status
-                except PaymentError:
-                    return False
-                if status in ("processing", "requires_capture", "succeeded"):
-                    payment.status = Payment.Status.PROCESSING
-                    payment.save(update_fields=["status", "updated_at"])
-                    return False
-        payment.status, payment.failure_code = Payment.Status.FAILED, "canceled"
-        payment.failure_message = "Replaced by an automatic payment attempt."
-        payment.save(update_fields=["status", "failure_code", "failure_message", "updated_at"])
+        try:
+            if not payment_attempt_cancel(payment, message="Replaced by an automatic payment attempt."):
+                return False
+        except PaymentError:
+            return False
     return True
 
 
