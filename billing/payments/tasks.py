@@ -34,6 +34,15 @@ def webhook_events_retry_task() -> None:
     webhook_events_retry(now=timezone.now())
 
 
+@shared_task(name="billing.payments.tasks.payments_reconcile")
+def payments_reconcile_task() -> None:
+    """Every half hour: Stripe payments still processing an hour after their last change are
+    looked up at Stripe and applied as their events would be."""
+    from billing.payments.reconcile import payments_reconcile
+
+    payments_reconcile(now=timezone.now())
+
+
 @shared_task(
     name="billing.payments.tasks.invoice_open_attempts_close",
     autoretry_for=(PaymentTemporaryFailure, PaymentConfigurationError),

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -746,3 +746,52 @@ def test_a_card_payment_that_settles_the_invoice_closes_its_open_paypal_order(
     assert (order.status, order.failure_code, order.failure_message) == (
         "failed", "canceled", "The invoice was paid another way.")  # fmt: skip
     assert Payment.objects.get(gateway_reference=intent).status == "succeeded"
+
+
+# --- Payments whose event never came ---------------------------------------------------------------
+
+
+def stuck_processing(intent: str, *, for_hours: float) -> None:
+    Payment.objects.filter(gateway_reference=intent).update(
+        status=Payment.Status.PROCESSING, updated_at=timezone.now() - timedelta(hours=for_hours)
+    )
+
+
+def test_a_payment_whose_success_event_never_came_is_applied_from_stripe_once(
+    owner_client: APIClient, invoice: Invoice, api: stripe.StripeClient, localstripe: LocalStripe, deliver: Deliver
+) -> None:
+    from billing.payments.reconcile import payments_reconcile
+
+    intent = pay(owner_client, invoice).json()["payment_intent"]
+    assert browser_pays(api, intent).status == "succeeded"
+    stuck_processing(intent, for_hours=0.5)
+    assert payments_reconcile(now=timezone.now()) == []  # not an hour yet: its event may still come
+    stuck_processing(intent, for_hours=2)
+    (event,) = payments_reconcile(now=timezone.now())
+    assert (event.event_id, event.type, event.status) == (
+        f"reconcile_{intent}_succeeded", "payment_intent.succeeded", "processed")  # fmt: skip
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_paid) == (Invoice.Status.PAID, Decimal("120.50"))
+    assert Payment.objects.get(gateway_reference=intent).status == "succeeded"
+    assert payments_reconcile(now=timezone.now()) == []  # run again: nothing is stuck any more
+    deliver(event_of(localstripe, "payment_intent.succeeded", intent))  # Stripe's own event, late
+    invoice.refresh_from_db()
+    assert invoice.amount_paid == Decimal("120.50")  # applied once
+
+
+def test_a_payment_that_failed_at_stripe_is_failed_and_dunned(
+    owner_client: APIClient, invoice: Invoice, api: stripe.StripeClient, localstripe: LocalStripe
+) -> None:
+    from billing.payments.reconcile import payments_reconcile
+
+    intent = pay(owner_client, invoice).json()["payment_intent"]
+    with pytest.raises(stripe.CardError):
+        browser_pays(api, intent, DECLINED_ON_CHARGE)
+    stuck_processing(intent, for_hours=3)
+    (event,) = payments_reconcile(now=timezone.now())
+    assert (event.type, event.status) == ("payment_intent.payment_failed", "processed")
+    payment = Payment.objects.get(gateway_reference=intent)
+    assert (payment.status, payment.failure_code) == ("failed", "card_declined")
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.OPEN
+    assert DunningCase.objects.get(invoice=invoice).state == DunningCase.State.ACTIVE

@@ -338,6 +338,13 @@ class StripeGateway:
             )
         return self._intent(intent)
 
+    def payment_intent_data(self, reference: str) -> dict[str, Any]:
+        """The PaymentIntent ``pi_…`` as plain data, in the shape its events carry (its latest
+        charge expanded, so what paid is known without another call)."""
+        with self._errors():
+            intent = self.client().v1.payment_intents.retrieve(reference, params={"expand": ["latest_charge"]})
+        return dict(_plain(intent))
+
     def payment_intent_cancel(self, reference: str) -> None:
         with self._errors():
             self.client().v1.payment_intents.cancel(reference)
