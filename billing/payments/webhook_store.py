@@ -28,7 +28,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connection, connections
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
@@ -104,12 +104,12 @@ class _GroupCommit:
         return delivery_result(delivery)
 
     def _send(self) -> None:
-        """Send what is queued (this thread's own delivery among it), then make the first delivery
-        queued meanwhile the next sender."""
+        """Send what is queued (this thread's own delivery among it), on this thread's connection,
+        then make the first delivery queued meanwhile the next sender."""
         with self._lock:
             batch, self._queued = self._queued, []
         try:
-            _insert_batch(batch)
+            _insert_batch(connections[DEFAULT_DB_ALIAS], batch)
         finally:
             with self._lock:
                 following = self._queued[0] if self._queued else None
@@ -131,16 +131,16 @@ def delivery_result(delivery: _Delivery) -> tuple[Any, ...] | None:
     return delivery.row
 
 
-def _insert_batch(batch: list[_Delivery]) -> None:
-    """One INSERT for the whole batch, on this thread's connection; each delivery gets its row
-    (or None: a redelivery) or its error."""
+def _insert_batch(db: Any, batch: list[_Delivery]) -> None:
+    """One INSERT for the whole batch, on the connection ``db``; each delivery gets its row (or
+    None: a redelivery) or its error."""
     try:
         if len(batch) == 1:
-            insert, _select = _statements(connection.vendor)
-            batch[0].row = _execute_checked(insert, batch[0].values)
+            insert, _select = _statements(db.vendor)
+            batch[0].row = _execute_checked(db, insert, batch[0].values)
             return
-        insert, _select = _statements(connection.vendor, len(batch))
-        stored = _execute_checked(insert, [value for delivery in batch for value in delivery.values], many=True)
+        insert, _select = _statements(db.vendor, len(batch))
+        stored = _execute_checked(db, insert, [value for delivery in batch for value in delivery.values], many=True)
     except (OperationalError, InterfaceError) as exc:  # the database, not a row: every delivery fails
         for delivery in batch:
             delivery.error = exc
@@ -148,7 +148,7 @@ def _insert_batch(batch: list[_Delivery]) -> None:
     except DatabaseError:
         # A row the database refused takes the others down with it: each on its own.
         for delivery in batch:
-            _insert_one(delivery)
+            _insert_one(db, delivery)
         return
     except BaseException as exc:
         for delivery in batch:
@@ -160,10 +160,10 @@ def _insert_batch(batch: list[_Delivery]) -> None:
         delivery.row = (pk,) if pk is not None else None
 
 
-def _insert_one(delivery: _Delivery) -> None:
-    insert, _select = _statements(connection.vendor)
+def _insert_one(db: Any, delivery: _Delivery) -> None:
+    insert, _select = _statements(db.vendor)
     try:
-        delivery.row = _execute_checked(insert, delivery.values)
+        delivery.row = _execute_checked(db, insert, delivery.values)
     except DatabaseError as exc:
         delivery.error = exc
 
@@ -171,59 +171,60 @@ def _insert_one(delivery: _Delivery) -> None:
 _group_commit = _GroupCommit()
 
 
-def _insert(values: list[Any]) -> tuple[Any, ...] | None:
+def _insert(db: Any, values: list[Any]) -> tuple[Any, ...] | None:
     """The new row's ``(id,)``, or None when the event was stored already."""
-    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+    if db.vendor == "postgresql" and not db.in_atomic_block:
         return _group_commit.store(values)
-    insert, _select = _statements(connection.vendor)
-    return _execute_checked(insert, values)
+    insert, _select = _statements(db.vendor)
+    return _execute_checked(db, insert, values)
 
 
-def _execute_checked(statement: str, values: Sequence[Any], *, many: bool = False) -> Any:
+def _execute_checked(db: Any, statement: str, values: Sequence[Any], *, many: bool = False) -> Any:
     """Run the INSERT as the connection's health check: on a reused connection,
     ``CONN_HEALTH_CHECKS`` costs a ``SELECT 1`` round trip before a request's first query; here
     the INSERT itself finds a dead connection (the database restarted), which is then replaced
     and the INSERT sent once more. Nothing can have been stored on a dead connection, except
     when it died between the commit and its answer: the second INSERT then finds the row and
     the event counts as a redelivery (it is processed by the next drain or the retry sweep).
-    Returns the first row the statement returned, or with ``many`` all of them."""
-    db: Any = connection  # Django's health-check state is not in django-stubs
+    Returns the first row the statement returned, or with ``many`` all of them. ``db``: the
+    connection (Django's health-check state is not in django-stubs, hence ``Any``)."""
     checked_here = (
         db.connection is not None and db.health_check_enabled and not db.health_check_done and not db.in_atomic_block
     )
     if checked_here:
         db.health_check_done = True
     try:
-        if connection.vendor == "postgresql" and not connection.queries_logged:
+        if db.vendor == "postgresql" and not db.queries_logged:
             import psycopg
 
-            connection.ensure_connection()
-            with psycopg.Cursor(connection.connection) as raw, connection.wrap_database_errors:
+            if db.connection is None:
+                db.ensure_connection()
+            with psycopg.Cursor(db.connection) as raw, db.wrap_database_errors:
                 raw.execute(statement, values, prepare=True)  # parsed and planned once per connection
                 return raw.fetchall() if many else raw.fetchone()
-        with _cursor() as cursor:
+        with _cursor(db) as cursor:
             cursor.execute(statement, values)
             return cursor.fetchall() if many else cursor.fetchone()
     except (OperationalError, InterfaceError):
-        if not checked_here or connection.is_usable():
+        if not checked_here or db.is_usable():
             raise
-        connection.close()
-    with _cursor() as cursor:
+        db.close()
+    with _cursor(db) as cursor:
         cursor.execute(statement, values)
         return cursor.fetchall() if many else cursor.fetchone()
 
 
-def _cursor() -> CursorWrapper:
+def _cursor(db: Any) -> CursorWrapper:
     """Django's cursor, except on PostgreSQL a server-side binding one: the payload goes as a
     parameter instead of being quoted into the SQL text by psycopg's client-side cursor (Django's
     default), half the client CPU of the INSERT (``bench/webhooks.py``)."""
-    if connection.vendor != "postgresql":
-        return connection.cursor()
+    if db.vendor != "postgresql":
+        return db.cursor()
     import psycopg
 
-    connection.ensure_connection()
-    raw: Any = psycopg.Cursor(connection.connection)  # a DB-API cursor (django-stubs say CursorWrapper)
-    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+    db.ensure_connection()
+    raw: Any = psycopg.Cursor(db.connection)  # a DB-API cursor (django-stubs say CursorWrapper)
+    return db.make_debug_cursor(raw) if db.queries_logged else db.make_cursor(raw)
 
 
 def webhook_event_store(
@@ -231,24 +232,22 @@ def webhook_event_store(
 ) -> tuple[WebhookEvent, bool]:
     """The stored event with this (gateway, event id), and whether this call stored it.
     ``payload_json``: ``payload`` as JSON text (the delivery's body), when the caller has it."""
+    db: Any = connections[DEFAULT_DB_ALIAS]  # looked up once: each ``connection.x`` is a thread-local look-up
     received_at = timezone.now()
     status, attempts, error = WebhookEvent.Status.RECEIVED.value, 0, ""
     text = payload_json or json.dumps(payload, separators=(",", ":"))
-    stamp = connection.ops.adapt_datetimefield_value(received_at)
+    stamp = db.ops.adapt_datetimefield_value(received_at)
     values = [gateway, event_id, event_type, text, stamp, None, status, attempts, error]
-    row = _insert(values)
+    row = _insert(db, values)
     if row is None:
-        _insert_unused, select = _statements(connection.vendor)
+        _insert_unused, select = _statements(db.vendor)
         # A redelivery: the stored row, read without the ORM's query building (a tenth of the burst).
-        with connection.cursor() as cursor:
+        with db.cursor() as cursor:
             cursor.execute(select, [gateway, event_id])
             stored = cursor.fetchone()
         if stored is None:  # deleted in between: an operator's clean-up
             return WebhookEvent.objects.get(gateway=gateway, event_id=event_id), False
-        return WebhookEvent.from_db(connection.alias, list(_STORED), list(stored)), False
-    record = WebhookEvent(
-        id=row[0], gateway=gateway, event_id=event_id, type=event_type, payload=dict(payload),
-        received_at=received_at, processed_at=None, status=status, attempts=attempts, error=error,
-    )  # fmt: skip
-    record._state.adding = False
-    return record, True
+        return WebhookEvent.from_db(db.alias, list(_STORED), list(stored)), False
+    # As a redelivery's: the key and the state loaded, the rest (the payload) read if used.
+    stored = (row[0], gateway, event_id, event_type, status, attempts)
+    return WebhookEvent.from_db(db.alias, list(_STORED), list(stored)), True

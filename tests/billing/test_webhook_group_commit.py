@@ -38,7 +38,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Sent, Hold]]:
     waiting = {"for": 0, "seconds": 10.0}
     real = webhook_store._execute_checked
 
-    def execute(statement: str, values: Any, *, many: bool = False) -> Any:
+    def execute(db: Any, statement: str, values: Any, *, many: bool = False) -> Any:
         if statement.startswith("INSERT"):
             columns = len(webhook_store._COLUMNS)
             record.append((len(values) // columns, [values[n + 1] for n in range(0, len(values), columns)]))
@@ -48,7 +48,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Sent, Hold]]:
                         if len(webhook_store._group_commit._queued) >= waiting["for"]:
                             break
                     threading.Event().wait(0.01)
-        return real(statement, values, many=many)
+        return real(db, statement, values, many=many)
 
     def hold(queued: int, seconds: float = 10.0) -> None:
         waiting.update({"for": queued, "seconds": seconds})
