@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.utils.translation import gettext_noop
 
 from billing.invoicing.models import Invoice
 from billing.payments.gateways.base import PaymentError
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 STRIPE = "stripe"
 BEING_PAID = ("processing", "requires_capture", "succeeded")
+# Stored in English, shown in the customer's language (the portal translates failure messages).
+PAID_ANOTHER_WAY = gettext_noop("The invoice was paid another way.")
 
 
 def payment_attempt_cancel(payment: Payment, *, message: str) -> bool:
@@ -65,7 +68,7 @@ def invoice_open_attempts_close(*, invoice_id: int) -> list[Payment]:
             invoice=invoice, status=Payment.Status.REQUIRES_PAYMENT
         )
         for payment in open_attempts.order_by("pk"):
-            if payment_attempt_cancel(payment, message="The invoice was paid another way."):
+            if payment_attempt_cancel(payment, message=PAID_ANOTHER_WAY):
                 closed.append(payment)
             else:
                 logger.warning("invoice %s: attempt %s is being paid although the invoice is settled", invoice_id,

@@ -46,6 +46,7 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from aggregator.money import quantize
 from aggregator.tenancy.models import User
@@ -372,7 +373,7 @@ def _open_attempts_cancel(invoice: Invoice) -> bool:
     open_attempts = Payment.objects.select_for_update().filter(invoice=invoice, status=Payment.Status.REQUIRES_PAYMENT)
     for payment in open_attempts:
         try:
-            if not payment_attempt_cancel(payment, message="Replaced by an automatic payment attempt."):
+            if not payment_attempt_cancel(payment, message=gettext_noop("Replaced by an automatic payment attempt.")):
                 return False
         except PaymentError:
             return False
