@@ -78,7 +78,9 @@ class Invoice(TenantModel):
     amount_due = AmountField(default=0)
     amount_paid = AmountField(default=0)
     amount_credited = AmountField(default=0, help_text="Credit notes issued against the invoice, tax included.")
-    amount_refunded = AmountField(default=0, help_text="Refunded of the payments received.")
+    amount_refunded = AmountField(
+        default=0, help_text="Given back of the payments received: refunds and what lost disputes took back."
+    )
     tax_breakdown = models.JSONField(default=list, blank=True)  # [{"rate", "base", "tax", "tax_jpy"?}]
     tax_note = models.CharField(max_length=300, blank=True)
     customer = models.JSONField(default=dict, blank=True)  # snapshot at finalization

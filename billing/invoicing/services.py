@@ -245,13 +245,17 @@ def _balance_state(invoice: Invoice) -> dict[str, str]:
 
 
 def invoice_refunds_refresh(*, invoice_id: int) -> Invoice:
-    """Take the refunds of the invoice's payments (by us or from the gateway's dashboard) into its
-    balance: a refund without a credit note leaves that much owed again."""
+    """Take the refunds of the invoice's payments (by us or from the gateway's dashboard) and what
+    lost disputes took back into its balance (``amount_refunded``): a refund without a credit note,
+    or a chargeback, leaves that much owed again."""
     from billing.payments.records import Payment
 
     with transaction.atomic():
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
-        refunded = Payment.objects.filter(invoice_id=invoice_id).aggregate(total=Sum("amount_refunded"))["total"]
+        returned = Payment.objects.filter(invoice_id=invoice_id).aggregate(
+            refunded=Sum("amount_refunded"), charged_back=Sum("amount_charged_back")
+        )
+        refunded = Decimal(returned["refunded"] or 0) + Decimal(returned["charged_back"] or 0)
         if Decimal(refunded or 0) == invoice.amount_refunded:
             return invoice
         before = _balance_state(invoice)

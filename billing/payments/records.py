@@ -64,6 +64,12 @@ class Payment(TenantModel):
         max_length=64, blank=True, help_text="The gateway's fingerprint of the card charged (not card data)."
     )
     dispute_reason = models.CharField(max_length=60, blank=True)
+    dispute_status = models.CharField(
+        max_length=30, blank=True, help_text="The gateway's status of the dispute: needs_response, won, lost, …"
+    )
+    amount_charged_back = AmountField(
+        default=0, help_text="Taken back by the customer's bank when a dispute was lost (owed again, like a refund)."
+    )
     succeeded_at = models.DateTimeField(
         null=True, blank=True, help_text="When the success was applied to the invoice or top-up (once)."
     )

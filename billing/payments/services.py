@@ -507,23 +507,55 @@ def _on_charge_refunded(gateway: str, charge: Mapping[str, Any], details: Mappin
     return WebhookEvent.Status.PROCESSED, ""
 
 
-def _on_dispute_created(gateway: str, dispute: Mapping[str, Any], details: Mapping[str, Any] | None) -> Outcome:
+def _dispute_payment(gateway: str, dispute: Mapping[str, Any]) -> Payment | None:
+    """The (locked) payment a dispute is about: by its PaymentIntent, else by its charge."""
     intent = _reference(dispute.get("payment_intent"))
-    payment = (
+    return (
         _locked(Payment.objects.filter(gateway=gateway, gateway_reference=intent).first()) if intent else None
     ) or _locked(Payment.objects.filter(gateway=gateway, charge_reference=_reference(dispute.get("charge"))).first())
-    if payment is None:
-        return WebhookEvent.Status.IGNORED, "The disputed charge is not one of our payments."
+
+
+def _dispute_record(payment: Payment, dispute: Mapping[str, Any]) -> None:
     before = {"status": payment.status, "dispute_reason": payment.dispute_reason}
     if payment.advance(Payment.Status.DISPUTED):
         payment.disputed_at = timezone.now()
     payment.dispute_reason = str(dispute.get("reason") or "")[:60]
+    payment.dispute_status = str(dispute.get("status") or "")[:30]
     payment.save()
     if before["status"] != payment.status:
         audit_record(
             action="payment.dispute", organization=payment.organization, obj=payment, before=before,
             after={"status": payment.status, "dispute_reason": payment.dispute_reason, "amount": str(payment.amount)},
         )  # fmt: skip
+
+
+def _on_dispute_created(gateway: str, dispute: Mapping[str, Any], details: Mapping[str, Any] | None) -> Outcome:
+    """A dispute opened or changed (``charge.dispute.created`` / ``.updated``): recorded on the payment."""
+    payment = _dispute_payment(gateway, dispute)
+    if payment is None:
+        return WebhookEvent.Status.IGNORED, "The disputed charge is not one of our payments."
+    _dispute_record(payment, dispute)
+    return WebhookEvent.Status.PROCESSED, ""
+
+
+def _on_dispute_closed(gateway: str, dispute: Mapping[str, Any], details: Mapping[str, Any] | None) -> Outcome:
+    """A dispute ended. Lost: the bank took the disputed amount back, so the invoice owes it again
+    (``amount_charged_back``, counted with refunds in the invoice's balance). Won: the money stays."""
+    payment = _dispute_payment(gateway, dispute)
+    if payment is None:
+        return WebhookEvent.Status.IGNORED, "The disputed charge is not one of our payments."
+    _dispute_record(payment, dispute)
+    lost = Decimal(0)
+    if dispute.get("status") == "lost":
+        lost = _minor(dispute.get("amount"), dispute.get("currency"), payment.currency)
+    if payment.amount_charged_back != lost:  # the dispute's amount, not added to: applied twice, it changes nothing
+        before = {"amount_charged_back": str(payment.amount_charged_back)}
+        payment.amount_charged_back = lost
+        payment.save(update_fields=["amount_charged_back", "updated_at"])
+        audit_record(action="payment.chargeback", organization=payment.organization, obj=payment, before=before,
+                     after={"amount_charged_back": str(lost), "dispute_status": payment.dispute_status})  # fmt: skip
+        if payment.invoice_id is not None:
+            invoice_refunds_refresh(invoice_id=payment.invoice_id)
     return WebhookEvent.Status.PROCESSED, ""
 
 
@@ -534,6 +566,8 @@ _HANDLERS: dict[str, Handler] = {
     "charge.succeeded": _on_charge_succeeded,
     "charge.refunded": _on_charge_refunded,
     "charge.dispute.created": _on_dispute_created,
+    "charge.dispute.updated": _on_dispute_created,
+    "charge.dispute.closed": _on_dispute_closed,
 }
 
 

@@ -544,7 +544,33 @@ def test_refunds_and_disputes_are_recorded(
     assert (disputed.before["status"], disputed.after["status"], disputed.after["dispute_reason"]) == (
         "refunded", "disputed", "fraudulent")  # fmt: skip
     invoice.refresh_from_db()
-    assert invoice.amount_paid == Decimal("120.50")  # credit notes and chargebacks are the operator's to book
+    assert invoice.amount_paid == Decimal("120.50")  # an open dispute moves no money (a lost one does, below)
+
+
+@pytest.mark.parametrize(("outcome", "charged_back", "balance"), [("lost", "120.50", "120.50"), ("won", "0", "0")])
+def test_a_lost_dispute_leaves_the_invoice_owed_again_and_a_won_one_changes_nothing(
+    owner_client: APIClient, invoice: Invoice, api: stripe.StripeClient, localstripe: LocalStripe, deliver: Deliver,
+    outcome: str, charged_back: str, balance: str,
+) -> None:  # fmt: skip
+    payment, _event = paid_invoice(owner_client, invoice, api, localstripe, deliver)
+    dispute = {"id": "dp_FAKE_2", "object": "dispute", "amount": 12050, "currency": "usd", "reason": "fraudulent",
+               "status": "needs_response", "charge": payment.charge_reference,
+               "payment_intent": payment.gateway_reference}  # fmt: skip
+    deliver(stripe_event("charge.dispute.created", dispute, "evt_dispute_opened"))
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.balance_due) == (Invoice.Status.PAID, Decimal(0))  # open: nothing moved yet
+    closed = stripe_event("charge.dispute.closed", {**dispute, "status": outcome}, "evt_dispute_closed")
+    deliver(closed)
+    deliver({**closed, "id": "evt_dispute_closed_again"})  # the same outcome told twice
+    payment.refresh_from_db()
+    assert (payment.status, payment.dispute_status, payment.amount_charged_back) == (
+        "disputed", outcome, Decimal(charged_back))  # fmt: skip
+    invoice.refresh_from_db()
+    assert (invoice.amount_paid, invoice.amount_refunded, invoice.balance_due) == (
+        Decimal("120.50"), Decimal(charged_back), Decimal(balance))  # fmt: skip
+    assert invoice.status == (Invoice.Status.OPEN if outcome == "lost" else Invoice.Status.PAID)
+    chargebacks = AuditEvent.objects.filter(action="payment.chargeback", object_id=str(payment.pk))
+    assert chargebacks.count() == (1 if outcome == "lost" else 0)
 
 
 def test_a_processing_error_is_recorded_and_retried(
