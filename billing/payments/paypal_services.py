@@ -49,6 +49,7 @@ from billing.payments.services import (
     PaymentInProgress,
     _locked,
     invoice_settled_attempts_close,
+    payment_charged_back,
 )
 
 logger = logging.getLogger(__name__)
@@ -408,17 +409,46 @@ def _on_refunded(gateway: str, refund: Mapping[str, Any], details: Mapping[str, 
     return WebhookEvent.Status.PROCESSED, ""
 
 
-def _on_dispute_created(gateway: str, dispute: Mapping[str, Any], details: Mapping[str, Any] | None) -> Outcome:
+def _dispute_payment(dispute: Mapping[str, Any]) -> Payment | None:
+    """The (locked) PayPal payment whose capture the dispute names, recorded as disputed."""
     captures = [str(t.get("seller_transaction_id") or "") for t in dispute.get("disputed_transactions") or []]
     captures = [c for c in captures if c]
     found = Payment.objects.filter(gateway=PAYPAL, charge_reference__in=captures).first() if captures else None
     payment = _locked(found)
     if payment is None:
-        return WebhookEvent.Status.IGNORED, "The disputed transaction is not one of our PayPal payments."
+        return None
     if payment.advance(Payment.Status.DISPUTED):
         payment.disputed_at = timezone.now()
     payment.dispute_reason = str(dispute.get("reason") or "")[:60]
+    payment.dispute_status = str(dispute.get("status") or "")[:30]
     payment.save()
+    return payment
+
+
+def _on_dispute_created(gateway: str, dispute: Mapping[str, Any], details: Mapping[str, Any] | None) -> Outcome:
+    if _dispute_payment(dispute) is None:
+        return WebhookEvent.Status.IGNORED, "The disputed transaction is not one of our PayPal payments."
+    return WebhookEvent.Status.PROCESSED, ""
+
+
+def _on_dispute_resolved(gateway: str, dispute: Mapping[str, Any], details: Mapping[str, Any] | None) -> Outcome:
+    """Resolved in the buyer's favour: the amount PayPal gave back to the buyer (``dispute_outcome.
+    amount_refunded``, else the disputed amount) is owed on the invoice again, like a lost Stripe
+    dispute. Any other outcome leaves the money where it is."""
+    payment = _dispute_payment(dispute)
+    if payment is None:
+        return WebhookEvent.Status.IGNORED, "The disputed transaction is not one of our PayPal payments."
+    outcome = dispute.get("dispute_outcome") or {}
+    taken = Decimal(0)
+    if outcome.get("outcome_code") == "RESOLVED_BUYER_FAVOUR":
+        money = outcome.get("amount_refunded") or dispute.get("dispute_amount") or {}
+        try:
+            taken = quantize(Decimal(str(money.get("value"))), payment.currency, rounding="ROUND_HALF_UP")
+        except ArithmeticError:
+            return WebhookEvent.Status.IGNORED, "The resolved dispute carries no amount."
+    payment.dispute_status = str(outcome.get("outcome_code") or payment.dispute_status)[:30]
+    payment.save(update_fields=["dispute_status", "updated_at"])
+    payment_charged_back(payment, taken)
     return WebhookEvent.Status.PROCESSED, ""
 
 
@@ -429,4 +459,6 @@ PAYPAL_HANDLERS: dict[str, Handler] = {
     "PAYMENT.CAPTURE.DECLINED": _on_capture("DECLINED"),
     "PAYMENT.CAPTURE.REFUNDED": _on_refunded,
     "CUSTOMER.DISPUTE.CREATED": _on_dispute_created,
+    "CUSTOMER.DISPUTE.UPDATED": _on_dispute_created,
+    "CUSTOMER.DISPUTE.RESOLVED": _on_dispute_resolved,
 }

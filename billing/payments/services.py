@@ -548,15 +548,22 @@ def _on_dispute_closed(gateway: str, dispute: Mapping[str, Any], details: Mappin
     lost = Decimal(0)
     if dispute.get("status") == "lost":
         lost = _minor(dispute.get("amount"), dispute.get("currency"), payment.currency)
-    if payment.amount_charged_back != lost:  # the dispute's amount, not added to: applied twice, it changes nothing
-        before = {"amount_charged_back": str(payment.amount_charged_back)}
-        payment.amount_charged_back = lost
-        payment.save(update_fields=["amount_charged_back", "updated_at"])
-        audit_record(action="payment.chargeback", organization=payment.organization, obj=payment, before=before,
-                     after={"amount_charged_back": str(lost), "dispute_status": payment.dispute_status})  # fmt: skip
-        if payment.invoice_id is not None:
-            invoice_refunds_refresh(invoice_id=payment.invoice_id)
+    payment_charged_back(payment, lost)
     return WebhookEvent.Status.PROCESSED, ""
+
+
+def payment_charged_back(payment: Payment, amount: Decimal) -> None:
+    """What a lost dispute took back from the (locked) payment: set, not added to, so an outcome
+    told twice changes nothing; the invoice owes it again (``invoice_refunds_refresh``)."""
+    if payment.amount_charged_back == amount:
+        return
+    before = {"amount_charged_back": str(payment.amount_charged_back)}
+    payment.amount_charged_back = amount
+    payment.save(update_fields=["amount_charged_back", "updated_at"])
+    audit_record(action="payment.chargeback", organization=payment.organization, obj=payment, before=before,
+                 after={"amount_charged_back": str(amount), "dispute_status": payment.dispute_status})  # fmt: skip
+    if payment.invoice_id is not None:
+        invoice_refunds_refresh(invoice_id=payment.invoice_id)
 
 
 _HANDLERS: dict[str, Handler] = {

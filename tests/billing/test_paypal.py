@@ -497,6 +497,29 @@ def test_refunds_and_disputes_are_recorded_on_the_payment(
     assert payment.disputed_at is not None
 
 
+@pytest.mark.parametrize(
+    ("outcome", "taken", "status"),
+    [("RESOLVED_BUYER_FAVOUR", "100.00", "partially_paid"), ("RESOLVED_SELLER_FAVOUR", "0", "paid")],
+)
+def test_a_dispute_resolved_for_the_buyer_leaves_that_much_owed_again(
+    portal: Client, invoice: Invoice, paypal: PayPalSandbox, buyer: Buyer, deliver: Any,
+    outcome: str, taken: str, status: str,
+) -> None:  # fmt: skip
+    payment, _ = paid_with_paypal(portal, invoice, buyer)
+    dispute = {"dispute_id": "PP-D-27804", "reason": "MERCHANDISE_OR_SERVICE_NOT_RECEIVED", "status": "RESOLVED",
+               "disputed_transactions": [{"seller_transaction_id": payment.charge_reference}],
+               "dispute_amount": {"currency_code": "USD", "value": "100.00"},
+               "dispute_outcome": {"outcome_code": outcome}}  # fmt: skip
+    resolved = paypal.event("CUSTOMER.DISPUTE.RESOLVED", dispute, resource_type="dispute")
+    deliver(resolved)
+    deliver({**resolved, "id": "WH-FAKE-RESOLVED-AGAIN"})  # the same outcome told twice
+    payment.refresh_from_db()
+    assert (payment.status, payment.dispute_status, payment.amount_charged_back) == (
+        "disputed", outcome, Decimal(taken))  # fmt: skip
+    invoice.refresh_from_db()
+    assert (invoice.amount_refunded, invoice.balance_due, invoice.status) == (Decimal(taken), Decimal(taken), status)
+
+
 def test_an_event_about_someone_elses_capture_is_ignored(paypal: PayPalSandbox, deliver: Any, db: Any) -> None:
     resource = {"id": "NOTOURS", "status": "COMPLETED", "amount": {"currency_code": "USD", "value": "5.00"}}
     event = paypal.event("PAYMENT.CAPTURE.COMPLETED", resource)
