@@ -14,7 +14,7 @@ DEFAULT_SCHEDULE: dict[str, tuple[str, int]] = {
     "Evaluate alerts": ("billing.alerts.tasks.evaluate_all", 60 * 60),
     "Import ECB FX rates file": ("billing.fx.tasks.fx_rates_import_file", 60 * 60),
     "Process stored payment webhooks again": ("billing.payments.tasks.webhook_events_retry", 5 * 60),
-    "Ask Stripe about payments stuck in processing": ("billing.payments.tasks.payments_reconcile", 30 * 60),
+    "Ask the gateways about payments stuck in processing": ("billing.payments.tasks.payments_reconcile", 30 * 60),
     "Retry due top-ups": ("billing.topups.tasks.retry_due", 5 * 60),
     "Run due dunning steps": ("billing.payments.dunning.tasks.run_due", 60 * 60),
     "Finalize reviewed invoice drafts": ("billing.invoicing.tasks.finalize_reviewed", 60 * 60),

@@ -284,6 +284,23 @@ def _duplicate_message(invoice: Invoice, recorded: int) -> str:
     )
 
 
+def paypal_payment_reconcile(*, payment_id: int) -> str:
+    """A PayPal payment still ``processing`` (a pending capture whose outcome never arrived): read
+    its order at PayPal and apply a capture that completed or was declined, as its event would
+    (``_capture_apply``: money applied once). Returns the capture's status ("" when there is none
+    yet). Raises the gateway's errors (the caller logs them and tries again on its next run)."""
+    payment = Payment.objects.get(pk=payment_id)
+    order = gateway_of_type(PAYPAL, PayPalGateway).order_get(payment.gateway_reference)
+    capture = order.capture
+    if capture is None or capture.status == "PENDING":
+        return capture.status if capture else ""
+    with transaction.atomic():
+        locked = _locked(payment)
+        if locked is not None and locked.status == Payment.Status.PROCESSING:
+            _capture_apply(locked, capture)
+    return capture.status
+
+
 def _fail(payment: Payment, code: str, message: str) -> None:
     payment.status, payment.failure_code, payment.failure_message = Payment.Status.FAILED, code[:60], message
     payment.save(update_fields=["status", "failure_code", "failure_message", "updated_at"])

@@ -1,4 +1,4 @@
-"""Payments whose outcome never arrived: asking Stripe instead of waiting for its event.
+"""Payments whose outcome never arrived: asking the gateway instead of waiting for its event.
 
 A payment stays ``processing`` until Stripe's event says how it ended (a card the bank is still
 confirming, an off-session charge whose answer was lost, a webhook endpoint that was down for longer
@@ -7,7 +7,9 @@ than Stripe retries). Until then it blocks new attempts of its invoice. Every ha
 change are looked up at Stripe; one that succeeded or failed there is applied as its event would
 be: an event is stored for it (id ``reconcile_<pi>_<status>``) and processed through the same
 handlers, locks and once-only checks (``webhook_event_process``), so the real event arriving later
-changes nothing, and running this twice stores and applies nothing more.
+changes nothing, and running this twice stores and applies nothing more. PayPal payments still
+``processing`` (a pending capture) are read from their order the same way and a capture that
+completed or was declined is applied once (``paypal_payment_reconcile``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from billing.payments.records import Payment, WebhookEvent
 logger = logging.getLogger(__name__)
 
 STRIPE = "stripe"
+PAYPAL = "paypal"
 RECONCILE_AFTER = timedelta(hours=1)
 RECONCILE_BATCH = 200  # payments looked up per run, oldest first
 EVENT_OF_STATUS = {
@@ -76,3 +79,25 @@ def _event(event_id: str, event_type: str, intent: dict[str, Any], now: datetime
         "id": event_id, "object": "event", "type": event_type, "created": int(now.timestamp()),
         "livemode": bool(intent.get("livemode")), "data": {"object": intent}, "reconciled": True,
     }  # fmt: skip
+
+
+def paypal_payments_reconcile(*, now: datetime) -> list[Payment]:
+    """PayPal payments still ``processing`` an hour after their last change whose capture PayPal
+    has since completed or declined: applied; returns them (reloaded)."""
+    from billing.payments.paypal_services import paypal_payment_reconcile
+
+    stuck = (
+        Payment.objects.filter(gateway=PAYPAL, status=Payment.Status.PROCESSING, updated_at__lte=now - RECONCILE_AFTER)
+        .exclude(gateway_reference="")
+        .order_by("updated_at")[:RECONCILE_BATCH]
+    )
+    applied = []
+    for payment in list(stuck):
+        try:
+            status = paypal_payment_reconcile(payment_id=payment.pk)
+        except PaymentError as exc:
+            logger.warning("PayPal payment %s: not reconciled: %s", payment.pk, exc)
+            continue
+        if status and status != "PENDING":
+            applied.append(Payment.objects.get(pk=payment.pk))
+    return applied

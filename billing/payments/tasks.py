@@ -36,11 +36,13 @@ def webhook_events_retry_task() -> None:
 
 @shared_task(name="billing.payments.tasks.payments_reconcile")
 def payments_reconcile_task() -> None:
-    """Every half hour: Stripe payments still processing an hour after their last change are
-    looked up at Stripe and applied as their events would be."""
-    from billing.payments.reconcile import payments_reconcile
+    """Every half hour: Stripe and PayPal payments still processing an hour after their last change
+    are looked up at the gateway and applied as their events would be."""
+    from billing.payments.reconcile import payments_reconcile, paypal_payments_reconcile
 
-    payments_reconcile(now=timezone.now())
+    now = timezone.now()
+    payments_reconcile(now=now)
+    paypal_payments_reconcile(now=now)
 
 
 @shared_task(

@@ -574,3 +574,31 @@ def test_a_paypal_payment_that_settles_the_invoice_closes_its_other_open_attempt
     assert payment.status == "succeeded"
     other.refresh_from_db()
     assert (other.status, other.failure_code) == ("failed", "canceled")
+
+
+def test_a_capture_whose_outcome_never_came_is_read_from_paypal_and_applied_once(
+    portal: Client, invoice: Invoice, paypal: PayPalSandbox, buyer: Buyer
+) -> None:
+    """Captured at PayPal (pending when we last heard), then neither the completion event nor the
+    buyer's return reached us: the periodic reconciliation reads the order and pays the invoice."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.payments.gateways import gateway_of_type
+    from billing.payments.reconcile import paypal_payments_reconcile
+
+    approve_url = start(portal, invoice)["Location"]
+    buyer.click(approve_url)  # approved; the return never comes
+    payment = Payment.objects.get()
+    gateway_of_type("paypal", PayPalGateway).order_capture(payment.gateway_reference)
+    Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.PROCESSING)
+    assert paypal_payments_reconcile(now=timezone.now()) == []  # not an hour yet: its event may still come
+    Payment.objects.filter(pk=payment.pk).update(updated_at=timezone.now() - timedelta(hours=2))
+    (applied,) = paypal_payments_reconcile(now=timezone.now())
+    assert (applied.pk, applied.status, applied.amount) == (payment.pk, "succeeded", Decimal("120.50"))
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_paid) == ("paid", Decimal("120.50"))
+    assert paypal_payments_reconcile(now=timezone.now() + timedelta(hours=2)) == []  # nothing processing now
+    invoice.refresh_from_db()
+    assert invoice.amount_paid == Decimal("120.50")
