@@ -256,10 +256,10 @@ def invoice_refunds_refresh(*, invoice_id: int) -> Invoice:
             refunded=Sum("amount_refunded"), charged_back=Sum("amount_charged_back")
         )
         refunded = Decimal(returned["refunded"] or 0) + Decimal(returned["charged_back"] or 0)
-        if Decimal(refunded or 0) == invoice.amount_refunded:
+        if refunded == invoice.amount_refunded:
             return invoice
         before = _balance_state(invoice)
-        invoice.amount_refunded = Decimal(refunded or 0)
+        invoice.amount_refunded = refunded
         _status_refresh(invoice)
         invoice.save(update_fields=["amount_refunded", "status"])
         audit_record(

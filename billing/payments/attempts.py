@@ -21,25 +21,31 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils.translation import gettext_noop
 
 from billing.invoicing.models import Invoice
 from billing.payments.gateways.base import PaymentError
+from billing.payments.gateways.stripe import StripeGateway
 from billing.payments.records import Payment
 
 logger = logging.getLogger(__name__)
 
-STRIPE = "stripe"
 BEING_PAID = ("processing", "requires_capture", "succeeded")
 # Stored in English, shown in the customer's language (the portal translates failure messages).
 PAID_ANOTHER_WAY = gettext_noop("The invoice was paid another way.")
+
+
+def open_attempts(invoice: Invoice) -> QuerySet[Payment]:
+    """The invoice's attempts still waiting for the customer, locked (the invoice's lock first)."""
+    return Payment.objects.select_for_update().filter(invoice=invoice, status=Payment.Status.REQUIRES_PAYMENT)
 
 
 def payment_attempt_cancel(payment: Payment, *, message: str) -> bool:
     """Close one open attempt (the caller holds its row lock). True when it can no longer take
     money; False when it turned out to be paid or being paid (it is then marked ``processing``
     and its event will record the outcome). Raises ``PaymentError`` when Stripe cannot be asked."""
-    if payment.gateway == STRIPE and payment.gateway_reference:
+    if payment.gateway == StripeGateway.slug and payment.gateway_reference:
         from billing.payments.services import stripe_gateway
 
         gateway = stripe_gateway()
@@ -64,10 +70,7 @@ def invoice_open_attempts_close(*, invoice_id: int) -> list[Payment]:
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
         if invoice.status != Invoice.Status.VOID and invoice.balance_due > 0:
             return []  # still payable: the attempts stay usable
-        open_attempts = Payment.objects.select_for_update().filter(
-            invoice=invoice, status=Payment.Status.REQUIRES_PAYMENT
-        )
-        for payment in open_attempts.order_by("pk"):
+        for payment in open_attempts(invoice).order_by("pk"):
             if payment_attempt_cancel(payment, message=PAID_ANOTHER_WAY):
                 closed.append(payment)
             else:

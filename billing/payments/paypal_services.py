@@ -437,7 +437,8 @@ def _dispute_payment(dispute: Mapping[str, Any]) -> Payment | None:
     if payment.advance(Payment.Status.DISPUTED):
         payment.disputed_at = timezone.now()
     payment.dispute_reason = str(dispute.get("reason") or "")[:60]
-    payment.dispute_status = str(dispute.get("status") or "")[:30]
+    outcome = (dispute.get("dispute_outcome") or {}).get("outcome_code")  # once resolved, how
+    payment.dispute_status = str(outcome or dispute.get("status") or "")[:30]
     payment.save()
     return payment
 
@@ -463,8 +464,6 @@ def _on_dispute_resolved(gateway: str, dispute: Mapping[str, Any], details: Mapp
             taken = quantize(Decimal(str(money.get("value"))), payment.currency, rounding="ROUND_HALF_UP")
         except ArithmeticError:
             return WebhookEvent.Status.IGNORED, "The resolved dispute carries no amount."
-    payment.dispute_status = str(outcome.get("outcome_code") or payment.dispute_status)[:30]
-    payment.save(update_fields=["dispute_status", "updated_at"])
     payment_charged_back(payment, taken)
     return WebhookEvent.Status.PROCESSED, ""
 

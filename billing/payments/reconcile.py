@@ -19,12 +19,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from billing.payments.gateways.base import PaymentConfigurationError, PaymentError
+from billing.payments.gateways.paypal import PayPalGateway
+from billing.payments.gateways.stripe import StripeGateway
 from billing.payments.records import Payment, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
-STRIPE = "stripe"
-PAYPAL = "paypal"
 RECONCILE_AFTER = timedelta(hours=1)
 RECONCILE_BATCH = 200  # payments looked up per run, oldest first
 EVENT_OF_STATUS = {
@@ -41,7 +41,7 @@ def payments_reconcile(*, now: datetime) -> list[WebhookEvent]:
     from billing.payments.webhook_store import webhook_event_store
 
     stuck = Payment.objects.filter(
-        gateway=STRIPE, status=Payment.Status.PROCESSING, gateway_reference__startswith="pi_",
+        gateway=StripeGateway.slug, status=Payment.Status.PROCESSING, gateway_reference__startswith="pi_",
         updated_at__lte=now - RECONCILE_AFTER,
     ).order_by("updated_at")[:RECONCILE_BATCH]  # fmt: skip
     references = list(stuck.values_list("gateway_reference", flat=True))
@@ -64,7 +64,10 @@ def payments_reconcile(*, now: datetime) -> list[WebhookEvent]:
             continue
         event_id = f"reconcile_{reference}_{intent['status']}"
         record, created = webhook_event_store(
-            gateway=STRIPE, event_id=event_id, event_type=event_type, payload=_event(event_id, event_type, intent, now)
+            gateway=StripeGateway.slug,
+            event_id=event_id,
+            event_type=event_type,
+            payload=_event(event_id, event_type, intent, now),
         )
         if created or record.status in (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.FAILED):
             applied.append(webhook_event_process(webhook_event_id=record.pk))
@@ -87,7 +90,9 @@ def paypal_payments_reconcile(*, now: datetime) -> list[Payment]:
     from billing.payments.paypal_services import paypal_payment_reconcile
 
     stuck = (
-        Payment.objects.filter(gateway=PAYPAL, status=Payment.Status.PROCESSING, updated_at__lte=now - RECONCILE_AFTER)
+        Payment.objects.filter(
+            gateway=PayPalGateway.slug, status=Payment.Status.PROCESSING, updated_at__lte=now - RECONCILE_AFTER
+        )
         .exclude(gateway_reference="")
         .order_by("updated_at")[:RECONCILE_BATCH]
     )

@@ -8,6 +8,14 @@ from django.utils import timezone
 
 from billing.payments.gateways.base import PaymentConfigurationError, PaymentTemporaryFailure
 
+# Tasks that call a gateway: retried with back-off while it is unreachable or misconfigured.
+GATEWAY_RETRY = {
+    "autoretry_for": (PaymentTemporaryFailure, PaymentConfigurationError),
+    "retry_backoff": 60,
+    "retry_backoff_max": 3600,
+    "max_retries": 10,
+}
+
 
 @shared_task(name="billing.payments.tasks.webhook_event_process")
 def webhook_event_process_task(webhook_event_id: int) -> None:
@@ -45,13 +53,7 @@ def payments_reconcile_task() -> None:
     paypal_payments_reconcile(now=now)
 
 
-@shared_task(
-    name="billing.payments.tasks.invoice_open_attempts_close",
-    autoretry_for=(PaymentTemporaryFailure, PaymentConfigurationError),
-    retry_backoff=60,
-    retry_backoff_max=3600,
-    max_retries=10,
-)
+@shared_task(name="billing.payments.tasks.invoice_open_attempts_close", **GATEWAY_RETRY)
 def invoice_open_attempts_close_task(invoice_id: int) -> None:
     """Once a payment settled the invoice, close its other open attempts (queued after that
     payment's commit); retried with back-off while Stripe is unreachable or misconfigured."""
@@ -60,13 +62,7 @@ def invoice_open_attempts_close_task(invoice_id: int) -> None:
     invoice_open_attempts_close(invoice_id=invoice_id)
 
 
-@shared_task(
-    name="billing.payments.tasks.credit_note_refund",
-    autoretry_for=(PaymentTemporaryFailure, PaymentConfigurationError),
-    retry_backoff=60,
-    retry_backoff_max=3600,
-    max_retries=10,
-)
+@shared_task(name="billing.payments.tasks.credit_note_refund", **GATEWAY_RETRY)
 def credit_note_refund_task(credit_note_id: int) -> None:
     """Pay back what a credit note on a paid invoice owes the customer (queued on its issue);
     retried with back-off while the gateway is unreachable or misconfigured."""

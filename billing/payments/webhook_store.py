@@ -136,8 +136,7 @@ def _insert_batch(db: Any, batch: list[_Delivery]) -> None:
     None: a redelivery) or its error."""
     try:
         if len(batch) == 1:
-            insert, _select = _statements(db.vendor)
-            batch[0].row = _execute_checked(db, insert, batch[0].values)
+            _insert_one(db, batch[0])
             return
         insert, _select = _statements(db.vendor, len(batch))
         stored = _execute_checked(db, insert, [value for delivery in batch for value in delivery.values], many=True)

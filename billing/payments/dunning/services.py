@@ -54,7 +54,7 @@ from aggregator.tenancy.services import audit_record
 from billing.alerts.services import billing_contacts
 from billing.invoicing.models import Invoice
 from billing.invoicing.services import InvoiceError, invoice_mark_uncollectible, invoice_payment_record
-from billing.payments.attempts import payment_attempt_cancel
+from billing.payments.attempts import open_attempts, payment_attempt_cancel
 from billing.payments.dunning.emails import CustomerNotice, customer_email, operator_email, operator_recipients
 from billing.payments.dunning.models import DunningCase, DunningStep
 from billing.payments.dunning.selectors import dunning_cases_due, dunning_policy_for
@@ -370,8 +370,7 @@ def _open_attempts_cancel(invoice: Invoice) -> bool:
     """Cancel the invoice's open on-session attempts before charging off-session, so an old pay
     page cannot pay it a second time. False when one of them turned out to be paid or being paid,
     or Stripe could not say."""
-    open_attempts = Payment.objects.select_for_update().filter(invoice=invoice, status=Payment.Status.REQUIRES_PAYMENT)
-    for payment in open_attempts:
+    for payment in open_attempts(invoice):
         try:
             if not payment_attempt_cancel(payment, message=gettext_noop("Replaced by an automatic payment attempt.")):
                 return False

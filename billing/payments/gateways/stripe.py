@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 import stripe
 from django.conf import settings
+from django.urls import reverse
 from stripe import SignatureVerificationError, WebhookSignature  # resolved once (stripe loads lazily)
 
 from aggregator.money import CurrencyError, currency_code, from_minor, to_minor
@@ -230,7 +231,7 @@ class StripeGateway:
         if setup.status in ("requires_action", "requires_confirmation"):
             # Saving a card the bank wants to confirm happens on the payment methods page, whose
             # SetupIntent flow lets the bank ask the customer (confirmCardSetup).
-            url = f"{str(setting('SITE_URL')).rstrip('/')}/payment-methods/"
+            url = f"{str(setting('SITE_URL')).rstrip('/')}{reverse('portal:payment-methods')}"
             return SetupResult("requires_action", method.id, action_url=url, **details)
         error = _plain(getattr(setup, "last_setup_error", None)) or {}
         raise self._declined(error.get("decline_code") or error.get("code") or "card_declined")
